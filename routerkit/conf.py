@@ -1,0 +1,420 @@
+"""Parse the ROUTERKIT setting into frozen, typed objects.
+
+The parser never raises: every malformed value becomes a `Problem` (reported by
+the system checks with its ID and a hint) and is replaced by a safe default, so
+a typo cannot crash start-up and routing keeps writes on primaries.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+# Contrib apps that must share a database (Django's multi-db guide): auth's
+# Permission points at contenttypes, admin's LogEntry at both, flatpages and
+# redirects at sites.
+CONTRIB_GROUPS: Mapping[str, frozenset[str]] = {
+    "auth": frozenset({"auth", "contenttypes", "admin"}),
+    "sites": frozenset({"sites", "flatpages", "redirects"}),
+    "sessions": frozenset({"sessions"}),
+}
+CONTRIB_APPS: Mapping[str, str] = {
+    app: group for group, apps in CONTRIB_GROUPS.items() for app in apps
+}
+
+BALANCERS = ("random", "round_robin", "weighted")
+STICKY_MODES = ("lsn", "time", "off")
+STICKY_STORES = ("cookie", "session", "cache")
+
+_TOP_KEYS = ("DEFAULT", "CONTRIB", "APPS", "REPLICAS", "BALANCER", "STICKY", "LAG", "METRICS")
+_APP_KEY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)?$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A malformed ROUTERKIT value, reported as a system check error."""
+
+    id: str
+    msg: str
+    hint: str
+    obj: str
+
+
+@dataclass(frozen=True)
+class Sticky:
+    mode: str = "lsn"
+    window: float = 2.0
+    store: str = "cookie"
+    cookie_name: str = "routerkit"
+
+
+@dataclass(frozen=True)
+class Lag:
+    max_seconds: float = 5.0
+    max_bytes: int = 16 * 1024 * 1024
+    interval: float = 1.0
+    timeout: float = 0.2
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A primary and the replicas that serve its reads."""
+
+    primary: str
+    replicas: tuple[str, ...]
+    weights: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    default: str = "default"
+    # app label -> primary, expanded from the contrib groups
+    contrib: Mapping[str, str] = field(default_factory=dict)
+    # app label -> primary, and lower-case "app.model" -> primary
+    apps: Mapping[str, str] = field(default_factory=dict)
+    models: Mapping[str, str] = field(default_factory=dict)
+    clusters: Mapping[str, Cluster] = field(default_factory=dict)
+    replica_of: Mapping[str, str] = field(default_factory=dict)
+    balancer: str = "random"
+    sticky: Sticky = field(default_factory=Sticky)
+    lag: Lag = field(default_factory=Lag)
+    metrics: bool = True
+    problems: tuple[Problem, ...] = ()
+
+    def cluster(self, primary: str) -> Cluster:
+        """Return the cluster of a primary; one without replicas if none are configured."""
+        try:
+            return self.clusters[primary]
+        except KeyError:
+            return Cluster(primary, (), ())
+
+    def primary_of(self, alias: str) -> str:
+        """Return the primary whose data `alias` serves (itself unless it is a replica)."""
+        return self.replica_of.get(alias, alias)
+
+
+_config: Config | None = None
+
+
+def get_config() -> Config:
+    """Return the parsed ROUTERKIT setting, parsing it on first use."""
+    config = _config
+    if config is None:
+        config = _load()
+    return config
+
+
+def _load() -> Config:
+    global _config
+    config = parse(getattr(settings, "ROUTERKIT", {}), settings.DATABASES)
+    _config = config
+    # Write tracking must be in place before anything is routed, even when
+    # "routerkit" is missing from INSTALLED_APPS and ready() never ran.
+    from routerkit import writes
+
+    writes.install()
+    return config
+
+
+def clear_cache(*, setting: str, **kwargs: Any) -> None:
+    """Drop the parsed settings when a test overrides them (setting_changed receiver)."""
+    global _config
+    if setting in ("ROUTERKIT", "DATABASES"):
+        _config = None
+
+
+def parse(raw: object, databases: Mapping[str, Any]) -> Config:
+    """Parse a ROUTERKIT value against DATABASES; collect problems instead of raising."""
+    return _Parser(databases).parse(raw)
+
+
+class _Parser:
+    def __init__(self, databases: Mapping[str, Any]) -> None:
+        self.databases = databases
+        self.problems: list[Problem] = []
+
+    def problem(self, id: str, obj: str, msg: str, hint: str) -> None:
+        self.problems.append(Problem(f"routerkit.{id}", msg, hint, obj))
+
+    def parse(self, raw: object) -> Config:
+        obj = "ROUTERKIT"
+        if not isinstance(raw, Mapping):
+            self.problem(
+                "E101", obj, "ROUTERKIT must be a dict.", "Set ROUTERKIT = {...} or remove it."
+            )
+            raw = {}
+        self.unknown_keys(raw, _TOP_KEYS, obj)
+
+        default = self.alias(raw.get("DEFAULT", "default"), f"{obj}['DEFAULT']", None) or "default"
+        clusters, replica_of = self.replicas(raw.get("REPLICAS", {}), f"{obj}['REPLICAS']")
+        contrib = self.contrib(raw.get("CONTRIB", {}), f"{obj}['CONTRIB']")
+        apps, models = self.apps(raw.get("APPS", {}), f"{obj}['APPS']")
+
+        # A replica never owns writes: catch it named as a primary anywhere.
+        targets = {f"{obj}['DEFAULT']": default}
+        targets.update({f"{obj}['CONTRIB'][{app!r}]": a for app, a in contrib.items()})
+        targets.update({f"{obj}['APPS'][{k!r}]": a for k, a in {**apps, **models}.items()})
+        for where, alias in targets.items():
+            if alias in replica_of:
+                self.problem(
+                    "E105",
+                    where,
+                    f"{alias!r} is a replica of {replica_of[alias]!r} and cannot take writes.",
+                    f"Name the primary {replica_of[alias]!r} here instead.",
+                )
+        if default in replica_of:
+            default = replica_of[default]
+        contrib = {app: replica_of.get(a, a) for app, a in contrib.items()}
+        apps = {app: replica_of.get(a, a) for app, a in apps.items()}
+        models = {label: replica_of.get(a, a) for label, a in models.items()}
+
+        has_weights = any(len(set(c.weights)) > 1 for c in clusters.values())
+        balancer = self.choice(
+            raw.get("BALANCER", "weighted" if has_weights else "random"),
+            BALANCERS,
+            f"{obj}['BALANCER']",
+            "random",
+        )
+        if has_weights and balancer != "weighted":
+            self.problem(
+                "E103",
+                f"{obj}['BALANCER']",
+                f"Replica weights are set but BALANCER is {balancer!r}.",
+                "Set BALANCER to 'weighted' or list the replicas without weights.",
+            )
+
+        return Config(
+            default=default,
+            contrib=contrib,
+            apps=apps,
+            models=models,
+            clusters=clusters,
+            replica_of=replica_of,
+            balancer=balancer,
+            sticky=self.sticky(raw.get("STICKY", {}), f"{obj}['STICKY']"),
+            lag=self.lag(raw.get("LAG", {}), f"{obj}['LAG']"),
+            metrics=self.boolean(raw.get("METRICS", True), f"{obj}['METRICS']", True),
+            problems=tuple(self.problems),
+        )
+
+    # -- generic values ---------------------------------------------------
+
+    def unknown_keys(self, raw: Mapping[Any, Any], known: tuple[str, ...], obj: str) -> None:
+        for key in raw:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = (
+                    f"Did you mean {close[0]!r}?" if close else f"Known keys: {', '.join(known)}."
+                )
+                self.problem("E102", obj, f"Unknown key {key!r}.", hint)
+
+    def mapping(self, raw: object, obj: str) -> Mapping[Any, Any]:
+        if isinstance(raw, Mapping):
+            return raw
+        self.problem("E101", obj, f"Expected a dict, got {type(raw).__name__}.", "Use a dict.")
+        return {}
+
+    def alias(self, raw: object, obj: str, fallback: str | None) -> str | None:
+        if not isinstance(raw, str):
+            self.problem(
+                "E101",
+                obj,
+                f"Expected a database alias, got {type(raw).__name__}.",
+                "Use a key of DATABASES.",
+            )
+            return fallback
+        if raw not in self.databases:
+            close = difflib.get_close_matches(raw, list(self.databases), n=1)
+            hint = f"Did you mean {close[0]!r}?" if close else "Add it to DATABASES."
+            self.problem("E003", obj, f"{raw!r} is not in DATABASES.", hint)
+            return fallback
+        return raw
+
+    def choice(self, raw: object, choices: tuple[str, ...], obj: str, fallback: str) -> str:
+        if raw in choices:
+            return str(raw)
+        self.problem(
+            "E103", obj, f"{raw!r} is not a valid choice.", f"Use one of: {', '.join(choices)}."
+        )
+        return fallback
+
+    def number(self, raw: object, obj: str, fallback: float, *, allow_zero: bool = False) -> float:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            self.problem(
+                "E101", obj, f"Expected a number, got {type(raw).__name__}.", "Use a number."
+            )
+            return fallback
+        if raw < 0 or (raw == 0 and not allow_zero):
+            bound = "zero or more" if allow_zero else "more than zero"
+            self.problem("E104", obj, f"{raw!r} is out of range.", f"Use a number {bound}.")
+            return fallback
+        return float(raw)
+
+    def boolean(self, raw: object, obj: str, fallback: bool) -> bool:
+        if isinstance(raw, bool):
+            return raw
+        self.problem(
+            "E101", obj, f"Expected True or False, got {type(raw).__name__}.", "Use a bool."
+        )
+        return fallback
+
+    # -- sections ---------------------------------------------------------
+
+    def replicas(self, raw: object, obj: str) -> tuple[dict[str, Cluster], dict[str, str]]:
+        clusters: dict[str, Cluster] = {}
+        replica_of: dict[str, str] = {}
+        for primary, listed in self.mapping(raw, obj).items():
+            where = f"{obj}[{primary!r}]"
+            if self.alias(primary, where, None) is None:
+                continue
+            if isinstance(listed, Mapping):
+                weighted = [(r, self.number(w, f"{where}[{r!r}]", 1.0)) for r, w in listed.items()]
+            elif isinstance(listed, (list, tuple)):
+                weighted = [(r, 1.0) for r in listed]
+            else:
+                self.problem(
+                    "E101",
+                    where,
+                    f"Expected a list of replica aliases, got {type(listed).__name__}.",
+                    'Use ["replica1", ...] or {"replica1": weight, ...}.',
+                )
+                continue
+            names: list[str] = []
+            weights: list[float] = []
+            for replica, weight in weighted:
+                alias = self.alias(replica, where, None)
+                if alias is None:
+                    continue
+                if alias == primary or alias in replica_of or alias in clusters:
+                    self.problem(
+                        "E105",
+                        where,
+                        f"{alias!r} cannot be a replica here: it is already "
+                        + ("this primary." if alias == primary else "a primary or a replica."),
+                        "Give each replica alias exactly one primary.",
+                    )
+                    continue
+                names.append(alias)
+                weights.append(weight)
+                replica_of[alias] = primary
+            clusters[primary] = Cluster(primary, tuple(names), tuple(weights))
+        # A primary listed after it was claimed as another primary's replica.
+        for primary in list(clusters):
+            if primary in replica_of:
+                self.problem(
+                    "E105",
+                    f"{obj}[{primary!r}]",
+                    f"{primary!r} is both a primary and a replica of {replica_of[primary]!r}.",
+                    "Give each replica alias exactly one primary.",
+                )
+                del clusters[primary]
+        return clusters, replica_of
+
+    def contrib(self, raw: object, obj: str) -> dict[str, str]:
+        placed: dict[str, str] = {}
+        for group, target in self.mapping(raw, obj).items():
+            where = f"{obj}[{group!r}]"
+            if group not in CONTRIB_GROUPS:
+                self.problem(
+                    "E103",
+                    where,
+                    f"{group!r} is not a contrib group.",
+                    f"Use one of: {', '.join(CONTRIB_GROUPS)}.",
+                )
+                continue
+            alias = self.alias(target, where, None)
+            if alias is not None:
+                placed.update(dict.fromkeys(CONTRIB_GROUPS[group], alias))
+        return placed
+
+    def apps(self, raw: object, obj: str) -> tuple[dict[str, str], dict[str, str]]:
+        apps: dict[str, str] = {}
+        models: dict[str, str] = {}
+        for key, target in self.mapping(raw, obj).items():
+            where = f"{obj}[{key!r}]"
+            if not isinstance(key, str) or not _APP_KEY.match(key):
+                self.problem(
+                    "E106",
+                    where,
+                    f"{key!r} is not an app label or 'app_label.Model'.",
+                    "Use an app label such as 'billing' or a model such as 'billing.Invoice'.",
+                )
+                continue
+            app_label = key.partition(".")[0]
+            if app_label in CONTRIB_APPS:
+                group = CONTRIB_APPS[app_label]
+                self.problem(
+                    "E107",
+                    where,
+                    f"{key!r} belongs to the contrib group {group!r}; it cannot be split.",
+                    f"Place the whole group with ROUTERKIT['CONTRIB'][{group!r}].",
+                )
+                continue
+            alias = self.alias(target, where, None)
+            if alias is None:
+                continue
+            if "." in key:
+                models[key.lower()] = alias
+            else:
+                apps[key] = alias
+        return apps, models
+
+    def sticky(self, raw: object, obj: str) -> Sticky:
+        section = self.mapping(raw, obj)
+        self.unknown_keys(section, ("MODE", "WINDOW", "STORE", "COOKIE_NAME"), obj)
+        base = Sticky()
+        cookie_name = section.get("COOKIE_NAME", base.cookie_name)
+        if not isinstance(cookie_name, str) or not cookie_name:
+            self.problem(
+                "E101",
+                f"{obj}['COOKIE_NAME']",
+                "COOKIE_NAME must be a non-empty string.",
+                "Use a name such as 'routerkit'.",
+            )
+            cookie_name = base.cookie_name
+        return Sticky(
+            mode=self.choice(
+                section.get("MODE", base.mode), STICKY_MODES, f"{obj}['MODE']", base.mode
+            ),
+            window=self.number(
+                section.get("WINDOW", base.window), f"{obj}['WINDOW']", base.window, allow_zero=True
+            ),
+            store=self.choice(
+                section.get("STORE", base.store), STICKY_STORES, f"{obj}['STORE']", base.store
+            ),
+            cookie_name=cookie_name,
+        )
+
+    def lag(self, raw: object, obj: str) -> Lag:
+        section = self.mapping(raw, obj)
+        self.unknown_keys(section, ("MAX_SECONDS", "MAX_BYTES", "INTERVAL", "TIMEOUT"), obj)
+        base = Lag()
+        max_bytes = section.get("MAX_BYTES", base.max_bytes)
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
+            self.problem(
+                "E101",
+                f"{obj}['MAX_BYTES']",
+                f"Expected a whole number of bytes, got {type(max_bytes).__name__}.",
+                "Use an int such as 16 * 1024 * 1024.",
+            )
+            max_bytes = base.max_bytes
+        elif max_bytes <= 0:
+            self.problem(
+                "E104", f"{obj}['MAX_BYTES']", f"{max_bytes!r} is out of range.", "Use more than 0."
+            )
+            max_bytes = base.max_bytes
+
+        def seconds(key: str, fallback: float) -> float:
+            return self.number(section.get(key, fallback), f"{obj}[{key!r}]", fallback)
+
+        return Lag(
+            max_seconds=seconds("MAX_SECONDS", base.max_seconds),
+            max_bytes=max_bytes,
+            interval=seconds("INTERVAL", base.interval),
+            timeout=seconds("TIMEOUT", base.timeout),
+        )

@@ -1,0 +1,109 @@
+"""Build DATABASES from the environment with django-environ.
+
+    DATABASE_URL           the primary, e.g. postgres://app:secret@db1/app
+    DATABASE_REPLICA_URLS  its replicas, comma-separated
+
+In settings.py::
+
+    from routerkit import env as routerkit_env
+
+    DATABASES = routerkit_env.databases()
+    ROUTERKIT = {"REPLICAS": routerkit_env.replicas(DATABASES)}
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+_PASSWORD = re.compile(r"(?<=://)([^/@:]*):([^/@]*)@")
+
+
+def redact(url: str) -> str:
+    """Return `url` with its password replaced by ``***``."""
+    return _PASSWORD.sub(lambda m: f"{m.group(1)}:***@", url)
+
+
+def databases(
+    *,
+    env: environ.Env | None = None,
+    default_url: str | None = None,
+    default_replica_urls: str = "",
+    primary: str = "default",
+    replica_prefix: str = "replica",
+    read_only_replicas: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Return DATABASES for DATABASE_URL and DATABASE_REPLICA_URLS.
+
+    Replicas are named ``replica1``, ``replica2``... (`replica_prefix`), are
+    test mirrors of the primary, and open read-only sessions where the backend
+    allows it (PostgreSQL, MySQL, SQLite files). Error messages never show a
+    password.
+    """
+    env = env or environ.Env()
+    primary_url = env.str("DATABASE_URL", default=default_url)
+    if not primary_url:
+        raise ImproperlyConfigured("Set DATABASE_URL to the primary database's URL.")
+    result = {primary: parse_url(primary_url, "DATABASE_URL")}
+    replica_urls = env.str("DATABASE_REPLICA_URLS", default=default_replica_urls)
+    urls = [url.strip() for url in replica_urls.split(",") if url.strip()]
+    for number, url in enumerate(urls, start=1):
+        replica = parse_url(url, f"DATABASE_REPLICA_URLS (item {number})")
+        replica.setdefault("TEST", {})["MIRROR"] = primary
+        if read_only_replicas:
+            replica = read_only(replica)
+        result[f"{replica_prefix}{number}"] = replica
+    return result
+
+
+def replicas(databases: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Return ROUTERKIT["REPLICAS"] for DATABASES, from each alias's TEST["MIRROR"]."""
+    result: dict[str, list[str]] = {}
+    for alias, settings_dict in databases.items():
+        mirror = settings_dict.get("TEST", {}).get("MIRROR")
+        if mirror:
+            result.setdefault(mirror, []).append(alias)
+    return result
+
+
+def parse_url(url: str, name: str) -> dict[str, Any]:
+    """Parse one database URL; a bad one raises ImproperlyConfigured without its password."""
+    scheme = urlsplit(url).scheme if "://" in url else ""
+    if scheme not in environ.Env.DB_SCHEMES:
+        raise ImproperlyConfigured(
+            f"{name} has an unknown database scheme {scheme!r}: {redact(url)}"
+        )
+    try:
+        return dict(environ.Env.db_url_config(url))
+    except Exception as exc:
+        # The parser's own message may quote the URL: redact it, and drop the
+        # original exception so no traceback shows it either.
+        raise ImproperlyConfigured(
+            f"{name} is not a valid database URL ({redact(str(exc))}): {redact(url)}"
+        ) from None
+
+
+def read_only(settings_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of a database's settings whose sessions cannot write."""
+    result = copy.deepcopy(dict(settings_dict))
+    engine = result.get("ENGINE", "")
+    options = result.setdefault("OPTIONS", {})
+    if "postgresql" in engine or "postgis" in engine:
+        flag = "-c default_transaction_read_only=on"
+        options["options"] = f"{options.get('options', '')} {flag}".strip()
+    elif "mysql" in engine:
+        command = "SET SESSION TRANSACTION READ ONLY"
+        options["init_command"] = "; ".join(filter(None, [options.get("init_command"), command]))
+    elif "sqlite3" in engine:
+        name = str(result.get("NAME", ""))
+        if name and name != ":memory:" and not name.startswith("file:"):
+            # Django opens SQLite with uri=True, so a file: URI can ask for mode=ro.
+            result["NAME"] = f"{Path(name).resolve().as_uri()}?mode=ro"
+    return result

@@ -1,0 +1,121 @@
+"""Database routers for DATABASE_ROUTERS.
+
+Each router answers "which primary owns this model?" for the models it is
+responsible for, and `None` (no opinion) for the rest, so they compose with
+each other and with a project's own routers. Reads are handed to
+`routerkit.selection`, which picks a replica or the primary.
+
+Every routerkit router refuses migrations on replica aliases, whatever the
+model: a replica is never a migration target.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Model
+
+from routerkit.conf import Config, get_config
+from routerkit.selection import read_alias
+
+
+class _BaseRouter:
+    def __init__(self) -> None:
+        self._config: Config | None = None
+        self._placed: dict[type[Model], str | None] = {}
+
+    def _place(self, config: Config, model: type[Model]) -> str | None:
+        """Return the primary owning `model`, or None if this router has no opinion."""
+        raise NotImplementedError
+
+    def _place_app(self, config: Config, app_label: str, model_name: str | None) -> str | None:
+        """Like `_place`, by labels, for migrations (models may not be loaded)."""
+        raise NotImplementedError
+
+    def _primary(self, model: type[Model]) -> tuple[Config, str | None]:
+        config = get_config()
+        if config is not self._config:
+            # Settings changed (override_settings): forget cached placements.
+            self._config, self._placed = config, {}
+        try:
+            return config, self._placed[model]
+        except KeyError:
+            primary = self._placed[model] = self._place(config, model)
+            return config, primary
+
+    def db_for_read(self, model: type[Model], **hints: Any) -> str | None:
+        config, primary = self._primary(model)
+        if primary is None:
+            return None
+        return read_alias(config, primary, hints)
+
+    def db_for_write(self, model: type[Model], **hints: Any) -> str | None:
+        return self._primary(model)[1]
+
+    def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool | None:
+        config, primary1 = self._primary(type(obj1))
+        primary2 = self._primary(type(obj2))[1]
+        if primary1 is None and primary2 is None:
+            return None
+        # Where an object actually lives wins over where its model belongs.
+        home1 = config.primary_of(obj1._state.db) if obj1._state.db else primary1
+        home2 = config.primary_of(obj2._state.db) if obj2._state.db else primary2
+        if home1 is None or home2 is None:
+            return None
+        return home1 == home2
+
+    def allow_migrate(
+        self, db: str, app_label: str, model_name: str | None = None, **hints: Any
+    ) -> bool | None:
+        config = get_config()
+        if db in config.replica_of:
+            return False
+        primary = self._place_app(config, app_label, model_name)
+        if primary is None:
+            return None
+        return db == primary
+
+
+class ContribRouter(_BaseRouter):
+    """Place Django's contrib apps by group, as ROUTERKIT["CONTRIB"] says.
+
+    Groups: "auth" (auth, contenttypes, admin), "sites" (sites, flatpages,
+    redirects) and "sessions". A group's tables migrate only on its database.
+    """
+
+    def _place(self, config: Config, model: type[Model]) -> str | None:
+        return config.contrib.get(model._meta.app_label)
+
+    def _place_app(self, config: Config, app_label: str, model_name: str | None) -> str | None:
+        return config.contrib.get(app_label)
+
+
+class AppRouter(_BaseRouter):
+    """Pin apps or single models to a primary, as ROUTERKIT["APPS"] says.
+
+    Keys are app labels ("billing") or models ("analytics.Event"); a model
+    entry wins over its app's entry.
+    """
+
+    def _place(self, config: Config, model: type[Model]) -> str | None:
+        return config.models.get(model._meta.label_lower) or config.apps.get(model._meta.app_label)
+
+    def _place_app(self, config: Config, app_label: str, model_name: str | None) -> str | None:
+        if model_name is not None:
+            primary = config.models.get(f"{app_label}.{model_name.lower()}")
+            if primary is not None:
+                return primary
+        return config.apps.get(app_label)
+
+
+class PrimaryReplicaRouter(_BaseRouter):
+    """Send every model to ROUTERKIT["DEFAULT"]: writes to it, reads to its replicas.
+
+    A catch-all: put it after the routers it should not shadow.
+    """
+
+    def _place(self, config: Config, model: type[Model]) -> str | None:
+        return config.default
+
+    def _place_app(self, config: Config, app_label: str, model_name: str | None) -> str | None:
+        return config.default

@@ -1,0 +1,73 @@
+"""Shared fixtures: one real PostgreSQL primary + two streaming replicas per run.
+
+Tests that need PostgreSQL fail (never skip) when it cannot start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connections
+
+from routerkit import consistency_scope
+from tests.pgcluster import PgCluster
+
+# Every database the settings name, on the primary server.
+PRIMARY_DATABASES = {
+    "primary": "routerkit",
+    "auth_db": "routerkit_auth",
+    "billing": "routerkit_billing",
+}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_scope() -> Iterator[None]:
+    """Give each test its own routing scope, as a request would have."""
+    with consistency_scope():
+        yield
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """Start the PostgreSQL primary and replicas once for the whole run."""
+    cluster = PgCluster(ports=settings.PG_PORTS)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(pg_cluster: PgCluster, django_db_blocker: pytest.FixtureRequest) -> None:
+    """Create and migrate the test databases on the real primary (replicas follow by WAL).
+
+    Overrides pytest-django's fixture: Django's test database creation would
+    point the replica aliases at the primary (TEST MIRROR), which is exactly
+    what these tests must not do.
+    """
+    for name in PRIMARY_DATABASES.values():
+        pg_cluster.create_database(name)
+    with django_db_blocker.unblock():  # type: ignore[attr-defined]
+        with consistency_scope():
+            for alias in PRIMARY_DATABASES:
+                call_command("migrate", database=alias, run_syncdb=True, verbosity=0)
+        connections.close_all()
+    for replica in pg_cluster.replicas:
+        pg_cluster.wait_replayed(replica)
+
+
+@pytest.fixture
+def replication(
+    pg_cluster: PgCluster, django_db_setup: None, django_db_blocker: pytest.FixtureRequest
+) -> Iterator[PgCluster]:
+    """Allow database access to the real cluster; put every replica back afterwards."""
+    with django_db_blocker.unblock():  # type: ignore[attr-defined]
+        try:
+            yield pg_cluster
+        finally:
+            connections.close_all()
+            pg_cluster.restore()

@@ -1,0 +1,179 @@
+"""ROUTERKIT parsing and the settings system checks (E003, E1xx, W005, W006)."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from django.core import checks
+from django.test import override_settings
+
+from routerkit.conf import Cluster, Lag, Sticky, get_config, parse
+from tests.settings import DATABASES, ROUTERKIT
+
+
+def ids(raw: Any) -> list[str]:
+    return [p.id for p in parse(raw, DATABASES).problems]
+
+
+def check_ids() -> list[str]:
+    return [m.id for m in checks.run_checks(tags=["routerkit"]) if m.id]
+
+
+class TestParse:
+    def test_no_setting_gives_documented_defaults(self) -> None:
+        """An empty ROUTERKIT means: everything on 'default', LSN stickiness, metrics on."""
+        config = parse({}, DATABASES)
+        assert config.default == "default"
+        assert config.clusters == {}
+        assert config.balancer == "random"
+        assert config.sticky == Sticky(
+            mode="lsn", window=2.0, store="cookie", cookie_name="routerkit"
+        )
+        assert config.lag == Lag(
+            max_seconds=5.0, max_bytes=16 * 1024 * 1024, interval=1.0, timeout=0.2
+        )
+        assert config.metrics is True
+        assert config.problems == ()
+
+    def test_the_test_topology_parses_clean(self) -> None:
+        """The settings used by these tests have no problems."""
+        config = parse(ROUTERKIT, DATABASES)
+        assert config.problems == ()
+        assert config.clusters["primary"] == Cluster(
+            "primary", ("replica1", "replica2"), (1.0, 1.0)
+        )
+        assert config.replica_of == {
+            "replica1": "primary",
+            "replica2": "primary",
+            "billing_replica": "billing",
+        }
+        assert config.contrib == {"auth": "auth_db", "contenttypes": "auth_db", "admin": "auth_db"}
+
+    def test_the_users_dict_is_never_modified(self) -> None:
+        """Parsing leaves the setting exactly as written, even when it is wrong."""
+        raw = {"DEFAULT": "replica1", "REPLICAS": {"primary": ["replica1", "nope"]}, "X": 1}
+        before = copy.deepcopy(raw)
+        parse(raw, DATABASES)
+        assert raw == before
+
+    @pytest.mark.parametrize(
+        ("raw", "expected"),
+        [
+            (["not", "a", "dict"], ["routerkit.E101"]),
+            ({"DEFAULT": 3}, ["routerkit.E101"]),
+            ({"REPLICAS": {"primary": "replica1"}}, ["routerkit.E101"]),
+            ({"METRICS": "yes"}, ["routerkit.E101"]),
+            ({"LAG": {"MAX_BYTES": 1.5}}, ["routerkit.E101"]),
+            ({"STICKY": {"COOKIE_NAME": ""}}, ["routerkit.E101"]),
+            ({"REPLICA": {}}, ["routerkit.E102"]),
+            ({"STICKY": {"MDOE": "lsn"}}, ["routerkit.E102"]),
+            ({"LAG": {"MAX_SECOND": 1}}, ["routerkit.E102"]),
+            ({"STICKY": {"MODE": "eventual"}}, ["routerkit.E103"]),
+            ({"STICKY": {"STORE": "redis"}}, ["routerkit.E103"]),
+            ({"BALANCER": "least_conn"}, ["routerkit.E103"]),
+            ({"CONTRIB": {"admin": "auth_db"}}, ["routerkit.E103"]),
+            (
+                {"REPLICAS": {"primary": {"replica1": 2, "replica2": 1}}, "BALANCER": "random"},
+                ["routerkit.E103"],
+            ),
+            ({"STICKY": {"WINDOW": -1}}, ["routerkit.E104"]),
+            ({"LAG": {"TIMEOUT": 0}}, ["routerkit.E104"]),
+            ({"LAG": {"MAX_BYTES": 0}}, ["routerkit.E104"]),
+            ({"REPLICAS": {"primary": {"replica1": -1}}}, ["routerkit.E104"]),
+            ({"DEFAULT": "primray"}, ["routerkit.E003"]),
+            ({"REPLICAS": {"primary": ["replica3"]}}, ["routerkit.E003"]),
+            ({"REPLICAS": {"nowhere": ["replica1"]}}, ["routerkit.E003"]),
+            ({"CONTRIB": {"auth": "users"}}, ["routerkit.E003"]),
+            ({"APPS": {"billing": "billingdb"}}, ["routerkit.E003"]),
+            ({"DEFAULT": "replica1", "REPLICAS": {"primary": ["replica1"]}}, ["routerkit.E105"]),
+            ({"REPLICAS": {"primary": ["primary"]}}, ["routerkit.E105"]),
+            ({"REPLICAS": {"primary": ["replica1"], "billing": ["replica1"]}}, ["routerkit.E105"]),
+            (
+                {"REPLICAS": {"primary": ["billing"], "billing": ["billing_replica"]}},
+                ["routerkit.E105"],
+            ),
+            (
+                {"REPLICAS": {"primary": ["replica1"]}, "APPS": {"billing": "replica1"}},
+                ["routerkit.E105"],
+            ),
+            ({"APPS": {"billing.models.Invoice": "billing"}}, ["routerkit.E106"]),
+            ({"APPS": {"contenttypes": "billing"}}, ["routerkit.E107"]),
+            ({"APPS": {"flatpages.FlatPage": "billing"}}, ["routerkit.E107"]),
+        ],
+    )
+    def test_malformed_values_are_reported_by_id(self, raw: Any, expected: list[str]) -> None:
+        """Each malformed value yields exactly its documented check ID."""
+        assert ids(raw) == expected
+
+    def test_unknown_key_hint_suggests_the_closest_key(self) -> None:
+        """A misspelt key's hint names the key that was probably meant."""
+        (problem,) = parse({"STICKY": {"WINDOWS": 2}}, DATABASES).problems
+        assert problem.hint == "Did you mean 'WINDOW'?"
+        assert problem.obj == "ROUTERKIT['STICKY']"
+
+    def test_bad_values_fall_back_to_safe_ones(self) -> None:
+        """A replica named as DEFAULT is replaced by its primary; unknown replicas are dropped."""
+        config = parse(
+            {"DEFAULT": "replica1", "REPLICAS": {"primary": ["replica1", "replica9"]}}, DATABASES
+        )
+        assert config.default == "primary"
+        assert config.clusters["primary"].replicas == ("replica1",)
+
+
+class TestChecks:
+    def test_the_test_settings_pass_every_check(self) -> None:
+        """The test project has no routerkit findings."""
+        assert check_ids() == []
+
+    @override_settings(ROUTERKIT={"DEFAULT": "nope", "STICKY": {"MODE": "x"}, "FOO": 1})
+    def test_settings_errors_become_check_errors(self) -> None:
+        """Every problem reaches `manage.py check` with its ID, hint and object."""
+        messages = checks.run_checks(tags=["routerkit"])
+        assert sorted(m.id or "" for m in messages) == [
+            "routerkit.E003",
+            "routerkit.E102",
+            "routerkit.E103",
+        ]
+        assert all(m.level == checks.ERROR and m.hint for m in messages)
+
+    @override_settings(
+        ROUTERKIT={**ROUTERKIT, "APPS": {"payments": "billing", "testapp.Ghost": "primary"}}
+    )
+    def test_apps_naming_something_not_installed(self) -> None:
+        """APPS entries for apps or models that do not exist are errors."""
+        assert check_ids() == ["routerkit.E106", "routerkit.E106"]
+
+    @override_settings(DATABASE_ROUTERS=["routerkit.routers.PrimaryReplicaRouter"])
+    def test_configured_placement_without_its_router_warns(self) -> None:
+        """CONTRIB and APPS without ContribRouter and AppRouter are flagged."""
+        assert check_ids() == ["routerkit.W005", "routerkit.W005"]
+
+    @override_settings(MIDDLEWARE=[])
+    def test_missing_middleware_warns(self) -> None:
+        """Replicas configured without ConsistencyMiddleware are flagged."""
+        assert check_ids() == ["routerkit.W006"]
+
+    def test_override_settings_is_seen_at_once(self) -> None:
+        """The parsed settings are rebuilt when ROUTERKIT changes."""
+        before = get_config()
+        with override_settings(ROUTERKIT={"DEFAULT": "billing"}):
+            assert get_config().default == "billing"
+        assert get_config() is not before
+        assert get_config().default == "primary"
+
+
+def test_importing_routerkit_touches_no_settings() -> None:
+    """Every module imports with no settings configured at all."""
+    code = (
+        "import routerkit, routerkit.routers, routerkit.middleware, routerkit.env, "
+        "routerkit.checks, routerkit.selection, routerkit.writes, routerkit.conf, routerkit.apps;"
+        "from django.conf import settings; assert not settings.configured; print('clean')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={"PATH": ""}, check=False
+    )
+    assert result.stdout.strip() == "clean", result.stderr

@@ -1,0 +1,100 @@
+"""routerkit.env: DATABASES from DATABASE_URL and DATABASE_REPLICA_URLS."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import environ
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from routerkit import env as routerkit_env
+
+
+@pytest.fixture
+def environ_vars(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("DATABASE_REPLICA_URLS", raising=False)
+    return monkeypatch
+
+
+def test_primary_and_replicas_from_the_environment(environ_vars: pytest.MonkeyPatch) -> None:
+    """Each replica URL becomes replicaN, a read-only test mirror of the primary."""
+    environ_vars.setenv("DATABASE_URL", "postgres://app:pw@db1:5432/app")
+    environ_vars.setenv(
+        "DATABASE_REPLICA_URLS", "postgres://ro:pw@db2/app, postgres://ro:pw@db3:6432/app,"
+    )
+    databases = routerkit_env.databases()
+    assert list(databases) == ["default", "replica1", "replica2"]
+    assert databases["default"]["HOST"] == "db1"
+    assert "OPTIONS" not in databases["default"] or not databases["default"]["OPTIONS"]
+    assert databases["replica2"]["PORT"] == 6432
+    for alias in ("replica1", "replica2"):
+        assert databases[alias]["TEST"] == {"MIRROR": "default"}
+        assert databases[alias]["OPTIONS"]["options"] == "-c default_transaction_read_only=on"
+    assert routerkit_env.replicas(databases) == {"default": ["replica1", "replica2"]}
+
+
+def test_defaults_apply_when_the_environment_is_empty(environ_vars: pytest.MonkeyPatch) -> None:
+    """With nothing set, the given default URLs are used."""
+    databases = routerkit_env.databases(
+        default_url="sqlite:////tmp/rk.sqlite3",
+        default_replica_urls="sqlite:////tmp/rk.sqlite3",
+        primary="main",
+        replica_prefix="ro",
+    )
+    assert list(databases) == ["main", "ro1"]
+    assert databases["ro1"]["NAME"] == "file:///tmp/rk.sqlite3?mode=ro"
+    assert routerkit_env.replicas(databases) == {"main": ["ro1"]}
+
+
+def test_missing_primary_url_is_a_clear_error(environ_vars: pytest.MonkeyPatch) -> None:
+    """No DATABASE_URL and no default: say which variable to set."""
+    with pytest.raises(ImproperlyConfigured, match="Set DATABASE_URL"):
+        routerkit_env.databases()
+
+
+@pytest.mark.parametrize(
+    "url", ["bogus://admin:hunter2@db/app", "postgres://admin:hunter2@db:notaport/app"]
+)
+def test_bad_urls_never_show_the_password(environ_vars: pytest.MonkeyPatch, url: str) -> None:
+    """The error names the variable and the URL, with the password masked."""
+    environ_vars.setenv("DATABASE_URL", "sqlite:////tmp/ok.sqlite3")
+    environ_vars.setenv("DATABASE_REPLICA_URLS", url)
+    with pytest.raises(ImproperlyConfigured) as raised:
+        routerkit_env.databases()
+    message = str(raised.value)
+    assert "hunter2" not in message
+    assert "admin:***@db" in message
+    assert "DATABASE_REPLICA_URLS (item 1)" in message
+    # No chained exception that a traceback would print with the raw URL.
+    assert raised.value.__cause__ is None
+    assert raised.value.__context__ is None or raised.value.__suppress_context__
+
+
+def test_mysql_replicas_get_a_read_only_init_command() -> None:
+    """MySQL sessions are made read-only by an init command, after any existing one."""
+    settings_dict = routerkit_env.read_only(
+        {"ENGINE": "django.db.backends.mysql", "OPTIONS": {"init_command": "SET x=1"}}
+    )
+    assert settings_dict["OPTIONS"]["init_command"] == "SET x=1; SET SESSION TRANSACTION READ ONLY"
+
+
+def test_sqlite_replica_refuses_writes(tmp_path: Path) -> None:
+    """The read-only SQLite URI really refuses writes, while reads work."""
+    path = tmp_path / "db.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t (x)")
+    replica = routerkit_env.read_only({"ENGINE": "django.db.backends.sqlite3", "NAME": str(path)})
+    connection = sqlite3.connect(replica["NAME"], uri=True)
+    assert connection.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        connection.execute("INSERT INTO t VALUES (1)")
+
+
+def test_an_explicit_env_object_is_used(environ_vars: pytest.MonkeyPatch) -> None:
+    """A project's own environ.Env (with its own file or scheme) is honoured."""
+    environ_vars.setenv("DATABASE_URL", "postgres://u@h/d")
+    databases = routerkit_env.databases(env=environ.Env())
+    assert databases["default"]["ENGINE"] == "django.db.backends.postgresql"

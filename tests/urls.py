@@ -1,0 +1,40 @@
+"""Views that write then read in one request, for the middleware tests."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, JsonResponse
+from django.urls import path
+
+from tests.testapp.models import Article
+
+
+def _describe(article: Article | None) -> JsonResponse:
+    if article is None:
+        return JsonResponse({"found": False}, status=404)
+    return JsonResponse({"id": article.pk, "title": article.title, "db": article._state.db})
+
+
+def create_then_read(request: HttpRequest) -> JsonResponse:
+    created = Article.objects.create(title=request.POST["title"])
+    return _describe(Article.objects.filter(pk=created.pk).first())
+
+
+def read(request: HttpRequest, pk: int) -> JsonResponse:
+    return _describe(Article.objects.filter(pk=pk).first())
+
+
+async def acreate_then_read(request: HttpRequest) -> JsonResponse:
+    created = await Article.objects.acreate(title=request.POST["title"])
+    return _describe(await Article.objects.filter(pk=created.pk).afirst())
+
+
+async def aread(request: HttpRequest, pk: int) -> JsonResponse:
+    return _describe(await Article.objects.filter(pk=pk).afirst())
+
+
+urlpatterns = [
+    path("articles/", create_then_read),
+    path("articles/<int:pk>/", read),
+    path("async/articles/", acreate_then_read),
+    path("async/articles/<int:pk>/", aread),
+]
