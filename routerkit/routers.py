@@ -15,8 +15,11 @@ from typing import Any
 
 from django.db.models import Model
 
+from routerkit import conf
 from routerkit.conf import Config, get_config
 from routerkit.selection import read_alias
+
+_UNKNOWN = object()
 
 
 class _BaseRouter:
@@ -32,29 +35,30 @@ class _BaseRouter:
         """Like `_place`, by labels, for migrations (models may not be loaded)."""
         raise NotImplementedError
 
-    def _primary(self, model: type[Model]) -> tuple[Config, str | None]:
-        config = get_config()
-        if config is not self._config:
-            # Settings changed (override_settings): forget cached placements.
-            self._config, self._placed = config, {}
-        try:
-            return config, self._placed[model]
-        except KeyError:
-            primary = self._placed[model] = self._place(config, model)
-            return config, primary
+    def _primary(self, model: type[Model]) -> str | None:
+        # The hot path of every query: a module attribute read, an identity
+        # check and a dict lookup when nothing changed.
+        if conf._config is not self._config or conf._config is None:
+            # First use, or settings changed (override_settings): forget placements.
+            self._config, self._placed = get_config(), {}
+        primary = self._placed.get(model, _UNKNOWN)
+        if primary is _UNKNOWN:
+            primary = self._placed[model] = self._place(get_config(), model)
+        return primary  # type: ignore[return-value]
 
     def db_for_read(self, model: type[Model], **hints: Any) -> str | None:
-        config, primary = self._primary(model)
+        primary = self._primary(model)
         if primary is None:
             return None
-        return read_alias(config, primary, hints)
+        return read_alias(self._config, primary, hints)  # type: ignore[arg-type]
 
     def db_for_write(self, model: type[Model], **hints: Any) -> str | None:
-        return self._primary(model)[1]
+        return self._primary(model)
 
     def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool | None:
-        config, primary1 = self._primary(type(obj1))
-        primary2 = self._primary(type(obj2))[1]
+        primary1 = self._primary(type(obj1))
+        primary2 = self._primary(type(obj2))
+        config = get_config()
         if primary1 is None and primary2 is None:
             return None
         # Where an object actually lives wins over where its model belongs.

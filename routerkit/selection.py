@@ -9,11 +9,12 @@ from __future__ import annotations
 import bisect
 import itertools
 import random
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from routerkit.conf import Cluster, Config
-from routerkit.state import current_scope, is_forced
+from routerkit.state import _forced, _scope, current_scope
 
 Picker = Callable[[], str]
 
@@ -71,18 +72,30 @@ def _plan_for(config: Config) -> _Plan:
     return plan
 
 
+_get_ident = threading.get_ident
+
+
 def read_alias(config: Config, primary: str, hints: Mapping[str, Any]) -> str:
     """Return the alias a read of data owned by `primary` should use."""
-    pick = _plan_for(config).pickers.get(primary)
-    if pick is None or is_forced():
+    # Function calls dominate the cost of this path, so the helpers of
+    # routerkit.state are inlined here.
+    plan = _plan
+    if plan is None or plan.config is not config:
+        plan = _plan_for(config)
+    pick = plan.pickers.get(primary)
+    if pick is None or _forced.get():
         return primary
-    scope = current_scope()
+    scope = _scope.get() or current_scope()
     if primary in scope.written:
         return primary
+    cached = scope._connections.get(primary)
+    connection = (
+        cached[1] if cached is not None and cached[0] == _get_ident() else scope.connection(primary)
+    )
     # Inside a transaction on the primary, reads must see its uncommitted
     # writes and its locks. This also keeps TestCase tests (which run inside
     # an atomic block) reading the data they created.
-    if scope.connection(primary).in_atomic_block:
+    if connection.in_atomic_block:
         return primary
     instance = hints.get("instance")
     if instance is not None:

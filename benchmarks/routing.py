@@ -1,0 +1,138 @@
+"""Cost of one read-routing decision, routerkit beside its peers, in one process.
+
+Each case calls `ConnectionRouter.db_for_read(User)` the way a QuerySet does, in
+the state a GET request would be in (no write yet, not pinned). Run with
+`bash benchmarks/run.sh`; `--write-readme` puts the table into README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import random
+import statistics
+import sys
+import timeit
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import django
+from django.conf import settings
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+START, END = "<!-- benchmark:routing:start -->", "<!-- benchmark:routing:end -->"
+REPLICAS = ["replica1", "replica2"]
+
+
+def configure() -> None:
+    sqlite = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+    settings.configure(
+        DATABASES={alias: dict(sqlite) for alias in ["default", *REPLICAS]},
+        INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes", "routerkit"],
+        ROUTERKIT={"REPLICAS": {"default": REPLICAS}},
+        # Peers' settings.
+        REPLICA_DATABASES=REPLICAS,
+        REPLICATED_DATABASE_SLAVES=REPLICAS,
+        REPLICATED_DATABASE_DOWNTIME=60,
+        REPLICATED_CHECK_STATE_ON_WRITE=True,
+        REPLICATED_CACHE_BACKEND=None,
+        USE_TZ=True,
+    )
+    django.setup()
+
+
+class DocsPrimaryReplicaRouter:
+    """The primary/replica router of Django's multiple-database guide."""
+
+    def db_for_read(self, model: Any, **hints: Any) -> str:
+        return random.choice(REPLICAS)
+
+    def db_for_write(self, model: Any, **hints: Any) -> str:
+        return "default"
+
+
+def cases() -> dict[str, tuple[list[Any], Callable[[], Any]]]:
+    """name -> (routers, a per-run set-up that puts the router in its GET state)."""
+    from django_replicated.router import ReplicationRouter
+    from multidb import PinningReplicaRouter
+
+    from routerkit.routers import AppRouter, ContribRouter, PrimaryReplicaRouter
+
+    replicated = ReplicationRouter()
+    return {
+        "no routers (Django's default)": ([], lambda: None),
+        "Django docs PrimaryReplicaRouter": ([DocsPrimaryReplicaRouter()], lambda: None),
+        "django-multidb-router PinningReplicaRouter": ([PinningReplicaRouter()], lambda: None),
+        "django_replicated ReplicationRouter": (
+            [replicated],
+            lambda: replicated.init("slave"),
+        ),
+        "routerkit PrimaryReplicaRouter": ([PrimaryReplicaRouter()], lambda: None),
+        "routerkit Contrib + App + PrimaryReplica": (
+            [ContribRouter(), AppRouter(), PrimaryReplicaRouter()],
+            lambda: None,
+        ),
+    }
+
+
+def measure(routers: list[Any], setup: Callable[[], Any], number: int, repeat: int) -> float:
+    """Median nanoseconds per read decision over `repeat` runs."""
+    from django.contrib.auth.models import User
+    from django.db.utils import ConnectionRouter
+
+    from routerkit import consistency_scope
+
+    router = ConnectionRouter(routers)
+    decide = router.db_for_read
+    runs = []
+    with consistency_scope():  # as ConsistencyMiddleware would open for a request
+        setup()
+        assert decide(User) in [*REPLICAS, "default"]
+        decide(User)  # warm caches (placement, connection wrapper)
+        for _ in range(repeat):
+            seconds = timeit.timeit(lambda: decide(User), number=number)
+            runs.append(seconds / number * 1e9)
+    return statistics.median(runs)
+
+
+def table(results: dict[str, float]) -> str:
+    docs = results["Django docs PrimaryReplicaRouter"]
+    lines = [
+        "| router | ns per read decision | vs Django docs router |",
+        "|---|---:|---:|",
+    ]
+    for name, ns in results.items():
+        lines.append(f"| {name} | {ns:,.0f} | {ns / docs:.2f}x |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--number", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--write-readme", action="store_true")
+    args = parser.parse_args()
+
+    configure()
+    results = {
+        name: measure(routers, setup, args.number, args.repeat)
+        for name, (routers, setup) in cases().items()
+    }
+    body = table(results)
+    note = (
+        f"Median of {args.repeat} runs of {args.number:,} calls, one process, "
+        f"Python {platform.python_version()}, Django {django.get_version()}, "
+        f"{platform.machine()}."
+    )
+    print(body, note, sep="\n\n")
+    if args.write_readme:
+        text = README.read_text()
+        head, rest = text.split(START, 1)
+        _, tail = rest.split(END, 1)
+        README.write_text(f"{head}{START}\n{body}\n\n{note}\n{END}{tail}")
+        print("README.md updated", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
