@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
-from django.core.signals import setting_changed
 
 
 class RouterkitConfig(AppConfig):
@@ -10,8 +9,8 @@ class RouterkitConfig(AppConfig):
     default_auto_field = "django.db.models.AutoField"
 
     def ready(self) -> None:
-        from routerkit import checks, conf, writes
+        from routerkit import checks, conf
 
         checks.register()
-        setting_changed.connect(conf.clear_cache, dispatch_uid="routerkit.conf")
-        writes.install()
+        # Parse once at start-up; this also installs write tracking.
+        conf.get_config()

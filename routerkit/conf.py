@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 # Contrib apps that must share a database (Django's multi-db guide): auth's
 # Permission points at contenttypes, admin's LogEntry at both, flatpages and
@@ -113,8 +114,9 @@ def _load() -> Config:
     global _config
     config = parse(getattr(settings, "ROUTERKIT", {}), settings.DATABASES)
     _config = config
-    # Write tracking must be in place before anything is routed, even when
-    # "routerkit" is missing from INSTALLED_APPS and ready() never ran.
+    # Hooked up on first use rather than in ready(), so that routing stays
+    # correct even when "routerkit" is missing from INSTALLED_APPS.
+    setting_changed.connect(clear_cache, dispatch_uid="routerkit.conf")
     from routerkit import writes
 
     writes.install()
