@@ -10,11 +10,17 @@ import bisect
 import itertools
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from routerkit import stats
 from routerkit.conf import Cluster, Config
 from routerkit.state import _forced, _scope, current_scope
+
+if TYPE_CHECKING:
+    from routerkit.consistency import Requirement
+    from routerkit.health import Snapshot
 
 Picker = Callable[[], str]
 
@@ -50,14 +56,12 @@ def make_picker(cluster: Cluster, balancer: str) -> Picker:
 
 
 class _Plan:
-    """Pickers built once per parsed configuration."""
+    """Which primaries have replicas, per parsed configuration."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.pickers: Mapping[str, Picker] = {
-            primary: make_picker(cluster, config.balancer)
-            for primary, cluster in config.clusters.items()
-            if cluster.replicas
+        self.clusters: Mapping[str, Cluster] = {
+            primary: cluster for primary, cluster in config.clusters.items() if cluster.replicas
         }
 
 
@@ -72,6 +76,27 @@ def _plan_for(config: Config) -> _Plan:
     return plan
 
 
+_picked: tuple[Snapshot, Config, dict[str, Picker]] | None = None
+
+
+def _pickers(snapshot: Snapshot, config: Config) -> dict[str, Picker]:
+    """Balancers over each cluster's usable replicas, built once per snapshot."""
+    global _picked
+    picked = _picked
+    if picked is not None and picked[0] is snapshot and picked[1] is config:
+        return picked[2]
+    pickers = {}
+    for primary, usable in snapshot.usable.items():
+        cluster = config.cluster(primary)
+        if usable:
+            weights = tuple(
+                w for r, w in zip(cluster.replicas, cluster.weights, strict=True) if r in usable
+            )
+            pickers[primary] = make_picker(Cluster(primary, usable, weights), config.balancer)
+    _picked = (snapshot, config, pickers)
+    return pickers
+
+
 _get_ident = threading.get_ident
 
 
@@ -82,11 +107,11 @@ def read_alias(config: Config, primary: str, hints: Mapping[str, Any]) -> str:
     plan = _plan
     if plan is None or plan.config is not config:
         plan = _plan_for(config)
-    pick = plan.pickers.get(primary)
-    if pick is None or _forced.get():
+    if primary not in plan.clusters:
         return primary
     scope = _scope.get() or current_scope()
-    if primary in scope.written:
+    if _forced.get() or primary in scope.written:
+        scope.read_from.add(primary)
         return primary
     cached = scope._connections.get(primary)
     connection = (
@@ -96,12 +121,73 @@ def read_alias(config: Config, primary: str, hints: Mapping[str, Any]) -> str:
     # writes and its locks. This also keeps TestCase tests (which run inside
     # an atomic block) reading the data they created.
     if connection.in_atomic_block:
+        scope.read_from.add(primary)
         return primary
+
+    snapshot = scope.snapshot or _unscoped_snapshot(config)
+    requirement = scope.requirements.get(primary)
+    if requirement is None:
+        alias = _instance_replica(hints, primary, snapshot, None)
+        if alias is None:
+            pick = _pickers(snapshot, config).get(primary)
+            alias = pick() if pick is not None else _fallback(primary)
+    else:
+        alias = _instance_replica(hints, primary, snapshot, requirement) or _satisfying(
+            primary, snapshot, requirement
+        )
+    scope.read_from.add(alias)
+    return alias
+
+
+def _instance_replica(
+    hints: Mapping[str, Any],
+    primary: str,
+    snapshot: Snapshot,
+    requirement: Requirement | None,
+) -> str | None:
+    """Follow a relation from the replica its instance came from, if still fit.
+
+    One object graph is then read from one snapshot of the data.
+    """
     instance = hints.get("instance")
-    if instance is not None:
-        # Follow a relation from the replica the instance came from, so one
-        # object graph is read from one snapshot.
-        source = instance._state.db
-        if config.replica_of.get(source) == primary:
-            return str(source)
-    return pick()
+    if instance is None:
+        return None
+    source = instance._state.db
+    if source not in snapshot.usable.get(primary, ()):
+        return None
+    if requirement is not None and not _fits(snapshot, source, requirement):
+        return None
+    return str(source)
+
+
+def _fits(snapshot: Snapshot, replica: str, requirement: Requirement) -> bool:
+    if requirement.until is not None and requirement.until > time.time():
+        return False
+    if requirement.lsn is None:
+        return True
+    position = snapshot.replicas[replica].replay_lsn
+    return position is not None and position >= requirement.lsn
+
+
+def _satisfying(primary: str, snapshot: Snapshot, requirement: Requirement) -> str:
+    """Pick a usable replica that meets the client's requirement, else the primary."""
+    candidates = [r for r in snapshot.usable.get(primary, ()) if _fits(snapshot, r, requirement)]
+    if not candidates:
+        stats.incr("read_primary", primary, "token_pending")
+        return primary
+    return candidates[int(random.random() * len(candidates))]
+
+
+def _fallback(primary: str) -> str:
+    # No usable replica: the primary serves the read (counted, so that a
+    # cascade of all reads onto the primary shows in the metrics).
+    stats.incr("read_primary", primary, "no_replica")
+    return primary
+
+
+def _unscoped_snapshot(config: Config) -> Snapshot:
+    # Outside ConsistencyMiddleware and consistency_scope() nobody refreshed
+    # health for this unit of work: do it here, at most once per interval.
+    from routerkit.health import get_monitor
+
+    return get_monitor(config).refresh_if_due()

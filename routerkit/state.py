@@ -22,17 +22,26 @@ from django.db import connections
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
 
+    from routerkit.consistency import Requirement
+    from routerkit.health import Snapshot
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Scope:
     """Routing state of one request or task."""
 
-    __slots__ = ("_connections", "written")
+    __slots__ = ("_connections", "read_from", "requirements", "snapshot", "written")
 
     def __init__(self) -> None:
         # Primaries written during this scope: their reads stay on the primary.
         self.written: set[str] = set()
+        # Every alias that served a read (for monotonic-read floors).
+        self.read_from: set[str] = set()
+        # primary -> what the client's earlier writes and reads require of a replica.
+        self.requirements: dict[str, Requirement] = {}
+        # Replica health as of the start of this scope; None: ask the monitor.
+        self.snapshot: Snapshot | None = None
         # alias -> (thread id, connection wrapper). Looking a wrapper up through
         # django.db.connections costs more than the rest of a routing decision
         # (asgiref's Local takes a lock), so it is done once per scope and

@@ -12,7 +12,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import connections
 
-from routerkit import consistency_scope
+from routerkit import consistency_scope, selection
+from routerkit.conf import Config
+from routerkit.health import HEALTHY, ReplicaHealth, Snapshot
 from tests.pgcluster import PgCluster
 
 # Every database the settings name, on the primary server.
@@ -28,6 +30,35 @@ def _fresh_scope() -> Iterator[None]:
     """Give each test its own routing scope, as a request would have."""
     with consistency_scope():
         yield
+
+
+def healthy_snapshot(config: Config) -> Snapshot:
+    """A snapshot in which every configured replica is healthy (no positions)."""
+    return Snapshot(
+        taken_at=0.0,
+        expires=float("inf"),
+        replicas={
+            replica: ReplicaHealth(replica, primary, HEALTHY, 0, 0.0)
+            for replica, primary in config.replica_of.items()
+        },
+        primary_lsn={},
+        usable={primary: cluster.replicas for primary, cluster in config.clusters.items()},
+    )
+
+
+@pytest.fixture
+def all_replicas_healthy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pure routing tests: every replica is usable, and nothing probes a database."""
+    # One snapshot per configuration, as a monitor would keep: balancer state
+    # (round-robin position) lives with it.
+    snapshots: dict[int, tuple[Config, Snapshot]] = {}
+
+    def snapshot_for(config: Config) -> Snapshot:
+        if id(config) not in snapshots:
+            snapshots[id(config)] = (config, healthy_snapshot(config))
+        return snapshots[id(config)][1]
+
+    monkeypatch.setattr(selection, "_unscoped_snapshot", snapshot_for)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,8 @@ from routerkit.state import current_scope
 from tests.billing.models import Invoice
 from tests.testapp.models import Article, Comment
 
+pytestmark = pytest.mark.usefixtures("all_replicas_healthy")
+
 ALL_ROUTERS = [
     "routerkit.routers.ContribRouter",
     "routerkit.routers.AppRouter",

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import pytest
 from django.db import router
 
 from routerkit import consistency_scope, use_primary
 from routerkit.state import current_scope
 from tests.testapp.models import Article
+
+pytestmark = pytest.mark.usefixtures("all_replicas_healthy")
 
 
 def test_a_scope_forgets_its_writes_when_it_ends() -> None:

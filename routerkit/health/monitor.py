@@ -1,0 +1,320 @@
+"""Replica health: up or down, lag in bytes and seconds, replay position.
+
+The monitor keeps an immutable `Snapshot` that routing decisions read without
+locks. A refresh probes every primary and replica in parallel, never waits
+longer than LAG.TIMEOUT for them, happens at most once per LAG.INTERVAL (with
+jitter) per process, and only one thread refreshes at a time: the others keep
+using the current snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+
+from routerkit import stats
+from routerkit.conf import Config
+from routerkit.health.probes import (
+    PrimaryStatus,
+    Probe,
+    ProbeError,
+    ReplicaStatus,
+    probe_for,
+)
+
+# A replica that left the rotation for lag comes back only under this share of
+# the limits, so that it does not flap around the threshold.
+HYSTERESIS = 0.5
+# Backoff for a replica that refused connections: INTERVAL doubled per failure, up to this many.
+MAX_BACKOFF_INTERVALS = 30
+# Past this many intervals without a refresh, a snapshot says nothing any more.
+STALE_INTERVALS = 5
+
+HEALTHY = "healthy"
+LAGGING = "lagging"
+DOWN = "down"
+UNKNOWN = "unknown"
+NOT_REPLICA = "not_replica"
+RECEIVER_DOWN = "receiver_down"
+
+
+@dataclass(frozen=True)
+class ReplicaHealth:
+    alias: str
+    primary: str
+    state: str
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None
+    replay_lsn: int | None = None
+    probe_seconds: float | None = None
+    checked_at: float = 0.0  # wall clock
+
+    @property
+    def healthy(self) -> bool:
+        return self.state == HEALTHY
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Health of every replica at one moment; read by routing decisions."""
+
+    taken_at: float  # wall clock, comparable across processes
+    expires: float  # time.monotonic() after which it is ignored
+    replicas: Mapping[str, ReplicaHealth]
+    primary_lsn: Mapping[str, int | None]
+    # primary -> replicas in the read rotation, in configuration order
+    usable: Mapping[str, tuple[str, ...]]
+    # primary -> whether its cluster reports WAL positions (PostgreSQL)
+    positional: Mapping[str, bool] = field(default_factory=dict)
+
+    def position(self, alias: str) -> int | None:
+        """Return the replay position of a replica, or the WAL position of a primary."""
+        health = self.replicas.get(alias)
+        if health is not None:
+            return health.replay_lsn
+        return self.primary_lsn.get(alias)
+
+
+def unknown_snapshot(config: Config) -> Snapshot:
+    """A snapshot in which no replica is known to be usable (before the first probe)."""
+    return Snapshot(
+        taken_at=0.0,
+        expires=float("inf"),
+        replicas={
+            replica: ReplicaHealth(replica, primary, UNKNOWN)
+            for replica, primary in config.replica_of.items()
+        },
+        primary_lsn={},
+        usable={primary: () for primary in config.clusters},
+    )
+
+
+ProbeFactory = Callable[[str, float], Probe]
+
+
+class Monitor:
+    def __init__(self, config: Config, probe_factory: ProbeFactory = probe_for) -> None:
+        self.config = config
+        self.snapshot = unknown_snapshot(config)
+        self._probe_factory = probe_factory
+        self._probes: dict[str, Probe] = {}
+        self._lock = threading.Lock()
+        self._due = 0.0
+        self._last = 0.0
+        self._in_flight: dict[str, Future[object]] = {}
+        self._failures: dict[str, int] = {}
+        self._retry_at: dict[str, float] = {}
+        self._excluded: set[str] = set()
+        self._executor: ThreadPoolExecutor | None = None
+        self._pid = 0
+
+    # -- reading ----------------------------------------------------------
+
+    def current(self) -> Snapshot:
+        """Return the snapshot, or an all-unknown one if it is too old to trust."""
+        snapshot = self.snapshot
+        if snapshot.expires < time.monotonic():
+            return unknown_snapshot(self.config)
+        return snapshot
+
+    def refresh_if_due(self, max_age: float | None = None) -> Snapshot:
+        """Refresh if the interval (or `max_age`) has passed and nobody else is refreshing."""
+        now = time.monotonic()
+        due = self._due if max_age is None else min(self._due, self._last + max_age)
+        if now >= due and self._lock.acquire(blocking=False):
+            try:
+                self._refresh()
+            finally:
+                self._lock.release()
+        return self.current()
+
+    def refresh(self) -> Snapshot:
+        """Probe now, waiting for a refresh under way to finish first."""
+        with self._lock:
+            self._refresh()
+        return self.snapshot
+
+    def close(self) -> None:
+        """Close the probes' connections."""
+        for probe in self._probes.values():
+            probe.close()
+        self._probes.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+    # -- probing ----------------------------------------------------------
+
+    def _probe(self, alias: str) -> Probe:
+        probe = self._probes.get(alias)
+        if probe is None:
+            probe = self._probes[alias] = self._probe_factory(alias, self.config.lag.timeout)
+        return probe
+
+    def _pool(self, size: int) -> ThreadPoolExecutor:
+        # Threads do not survive fork(): a pre-forking server needs a new pool per process.
+        if self._executor is None or self._pid != os.getpid():
+            self._executor = ThreadPoolExecutor(
+                max_workers=max(size, 2), thread_name_prefix="routerkit-probe"
+            )
+            self._pid = os.getpid()
+            self._in_flight.clear()
+        return self._executor
+
+    def _refresh(self) -> None:
+        config = self.config
+        lag = config.lag
+        started = time.monotonic()
+        targets: list[tuple[str, Callable[[], object]]] = []
+        for primary, cluster in config.clusters.items():
+            if cluster.replicas:
+                targets.append((primary, self._probe(primary).primary))
+            for replica in cluster.replicas:
+                if self._retry_at.get(replica, 0.0) <= started:
+                    targets.append((replica, self._probe(replica).replica))
+        pool = self._pool(len(targets))
+        futures: dict[str, Future[object]] = {}
+        for alias, call in targets:
+            running = self._in_flight.get(alias)
+            if running is not None and not running.done():
+                continue  # still waiting on the last probe: do not pile up
+            futures[alias] = self._in_flight[alias] = pool.submit(_timed, call)
+        wait(futures.values(), timeout=lag.timeout)
+
+        wall = time.time()
+        previous = self.snapshot.replicas
+        primary_lsn: dict[str, int | None] = {}
+        positional: dict[str, bool] = {}
+        for primary in config.clusters:
+            status = _result(futures.get(primary))
+            if isinstance(status, PrimaryStatus) and not status.in_recovery:
+                primary_lsn[primary] = status.lsn
+                positional[primary] = status.lsn is not None
+            else:
+                primary_lsn[primary] = None
+                positional[primary] = self.snapshot.positional.get(primary, False)
+
+        replicas: dict[str, ReplicaHealth] = {}
+        for replica, primary in config.replica_of.items():
+            future = futures.get(replica)
+            if future is None:
+                # In backoff (or a probe still running): keep what we knew, never healthy.
+                old = previous.get(replica, ReplicaHealth(replica, primary, UNKNOWN))
+                state = old.state if old.state in (DOWN, UNKNOWN) else UNKNOWN
+                replicas[replica] = ReplicaHealth(
+                    replica, primary, state, replay_lsn=old.replay_lsn, checked_at=old.checked_at
+                )
+                continue
+            outcome = _result(future)
+            seconds = _duration(future)
+            if isinstance(outcome, ProbeError):
+                failures = self._failures[replica] = self._failures.get(replica, 0) + 1
+                backoff = lag.interval * min(2 ** (failures - 1), MAX_BACKOFF_INTERVALS)
+                self._retry_at[replica] = started + backoff
+                stats.incr("probe_failure", replica)
+                replicas[replica] = ReplicaHealth(replica, primary, DOWN, checked_at=wall)
+                continue
+            if not isinstance(outcome, ReplicaStatus):
+                # Timed out: the probe goes on in the background; we do not know.
+                stats.incr("probe_failure", replica)
+                replicas[replica] = ReplicaHealth(replica, primary, UNKNOWN, checked_at=wall)
+                continue
+            self._failures.pop(replica, None)
+            self._retry_at.pop(replica, None)
+            judged = self._judge(replica, primary, outcome, primary_lsn[primary])
+            replicas[replica] = replace(judged, probe_seconds=seconds, checked_at=wall)
+
+        self.snapshot = Snapshot(
+            taken_at=wall,
+            expires=time.monotonic() + lag.interval * STALE_INTERVALS,
+            replicas=replicas,
+            primary_lsn=primary_lsn,
+            usable={
+                primary: tuple(r for r in cluster.replicas if replicas[r].healthy)
+                for primary, cluster in config.clusters.items()
+            },
+            positional=positional,
+        )
+        self._last = time.monotonic()
+        self._due = self._last + lag.interval * random.uniform(0.8, 1.2)
+
+    def _judge(
+        self, replica: str, primary: str, status: ReplicaStatus, primary_lsn: int | None
+    ) -> ReplicaHealth:
+        def health(
+            state: str, lag_bytes: int | None = None, lag_seconds: float | None = None
+        ) -> ReplicaHealth:
+            return ReplicaHealth(
+                replica, primary, state, lag_bytes, lag_seconds, replay_lsn=status.replay_lsn
+            )
+
+        if not status.in_recovery:
+            # Promoted or mis-pointed: it no longer follows this primary.
+            return health(NOT_REPLICA)
+        if status.replay_lsn is None and primary_lsn is None and status.streaming:
+            return health(HEALTHY, 0, 0.0)  # a backend without positions to compare
+        if status.replay_lsn is None or primary_lsn is None:
+            return health(UNKNOWN)
+        if status.streaming is False:
+            return health(RECEIVER_DOWN)
+        lag_bytes = max(0, primary_lsn - status.replay_lsn)
+        # Idle-safe: a replica that has replayed everything the primary had has no
+        # lag, however long ago the last commit was.
+        lag_seconds = 0.0 if lag_bytes == 0 else status.replay_age
+        if lag_seconds is None:
+            return health(UNKNOWN, lag_bytes)
+        share = HYSTERESIS if replica in self._excluded else 1.0
+        limits = self.config.lag
+        if lag_bytes > limits.max_bytes * share or lag_seconds > limits.max_seconds * share:
+            self._excluded.add(replica)
+            return health(LAGGING, lag_bytes, lag_seconds)
+        self._excluded.discard(replica)
+        return health(HEALTHY, lag_bytes, lag_seconds)
+
+
+def _timed(call: Callable[[], object]) -> tuple[object, float]:
+    started = time.perf_counter()
+    try:
+        outcome: object = call()
+    except ProbeError as exc:
+        outcome = exc
+    return outcome, time.perf_counter() - started
+
+
+def _result(future: Future[object] | None) -> object:
+    if future is None or not future.done():
+        return None
+    outcome = future.result()
+    assert isinstance(outcome, tuple)
+    return outcome[0]
+
+
+def _duration(future: Future[object]) -> float | None:
+    if not future.done():
+        return None
+    outcome = future.result()
+    assert isinstance(outcome, tuple)
+    return float(outcome[1])
+
+
+_monitor: Monitor | None = None
+_monitor_lock = threading.Lock()
+
+
+def get_monitor(config: Config) -> Monitor:
+    """Return this process's monitor for the current settings."""
+    global _monitor
+    monitor = _monitor
+    if monitor is None or monitor.config is not config:
+        with _monitor_lock:
+            monitor = _monitor
+            if monitor is None or monitor.config is not config:
+                if monitor is not None:
+                    monitor.close()
+                monitor = _monitor = Monitor(config)
+    return monitor

@@ -1,0 +1,148 @@
+"""Probes: ask one database for its replication position, with short timeouts.
+
+A probe opens its own connection (never Django's, which belongs to a request
+thread and may be inside a transaction) and keeps it for the next probe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from django.db import connections
+
+from routerkit.lsn import parse_lsn
+
+# Keys Django adds to the driver's connect() for its own cursors and adapters.
+_DJANGO_ONLY = ("cursor_factory", "context", "prepare_threshold")
+
+
+@dataclass(frozen=True)
+class PrimaryStatus:
+    lsn: int | None  # pg_current_wal_lsn(); None where the backend has no positions
+    in_recovery: bool = False
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    in_recovery: bool
+    replay_lsn: int | None
+    receive_lsn: int | None
+    # Seconds since the last replayed commit; None if nothing was replayed yet.
+    replay_age: float | None
+    # The WAL receiver is streaming; None when the role may not see it.
+    streaming: bool | None
+
+
+class ProbeError(Exception):
+    """The database could not be reached or answered unexpectedly."""
+
+
+class Probe(Protocol):
+    def primary(self) -> PrimaryStatus: ...
+
+    def replica(self) -> ReplicaStatus: ...
+
+    def close(self) -> None: ...
+
+
+class PostgresProbe:
+    """Read positions from PostgreSQL with bounded connect and statement time."""
+
+    def __init__(self, alias: str, timeout: float) -> None:
+        self.alias = alias
+        self.timeout = timeout
+        self._connection: Any = None
+
+    def _cursor(self) -> Any:
+        if self._connection is None or self._connection.closed:
+            wrapper = connections[self.alias]
+            params = wrapper.get_connection_params()
+            for key in _DJANGO_ONLY:
+                params.pop(key, None)
+            # libpq takes whole seconds and treats anything under 2 as 2; the
+            # monitor enforces the real bound by not waiting longer than timeout.
+            params["connect_timeout"] = max(2, math.ceil(self.timeout))
+            driver: Any = wrapper.Database  # type: ignore[attr-defined]
+            try:
+                connection = driver.connect(**params)
+                connection.autocommit = True
+                with connection.cursor() as cursor:
+                    cursor.execute(f"SET statement_timeout = {max(1, int(self.timeout * 1000))}")
+            except driver.Error:
+                # The driver's message may include the connection string.
+                raise ProbeError(f"cannot connect to {self.alias!r}") from None
+            self._connection = connection
+        return self._connection.cursor()
+
+    def _fetch(self, sql: str) -> tuple[Any, ...]:
+        try:
+            with self._cursor() as cursor:
+                cursor.execute(sql)
+                row = cursor.fetchone()
+        except ProbeError:
+            raise
+        except Exception as exc:
+            self.close()
+            raise ProbeError(f"probe of {self.alias!r} failed: {type(exc).__name__}") from None
+        if row is None:
+            raise ProbeError(f"probe of {self.alias!r} returned no row")
+        return tuple(row)
+
+    def primary(self) -> PrimaryStatus:
+        in_recovery, lsn = self._fetch(
+            "SELECT pg_is_in_recovery(),"
+            " CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END"
+        )
+        return PrimaryStatus(lsn=parse_lsn(lsn) if lsn else None, in_recovery=bool(in_recovery))
+
+    def replica(self) -> ReplicaStatus:
+        in_recovery, replay, receive, age, streaming = self._fetch(
+            "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text,"
+            " pg_last_wal_receive_lsn()::text,"
+            " EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8,"
+            " (SELECT status = 'streaming' FROM pg_stat_wal_receiver LIMIT 1)"
+        )
+        return ReplicaStatus(
+            in_recovery=bool(in_recovery),
+            replay_lsn=parse_lsn(replay) if replay else None,
+            receive_lsn=parse_lsn(receive) if receive else None,
+            replay_age=float(age) if age is not None else None,
+            streaming=streaming,
+        )
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):  # closing a broken connection
+                connection.close()
+
+
+class PositionlessProbe:
+    """For backends without replication positions (SQLite, or a stand-in replica).
+
+    The replica is reported up and caught up: there is nothing to measure.
+    """
+
+    def __init__(self, alias: str, timeout: float) -> None:
+        self.alias = alias
+
+    def primary(self) -> PrimaryStatus:
+        return PrimaryStatus(lsn=None)
+
+    def replica(self) -> ReplicaStatus:
+        return ReplicaStatus(
+            in_recovery=True, replay_lsn=None, receive_lsn=None, replay_age=0.0, streaming=True
+        )
+
+    def close(self) -> None:
+        pass
+
+
+def probe_for(alias: str, timeout: float) -> Probe:
+    """Return the probe for an alias's backend."""
+    if connections[alias].vendor == "postgresql":
+        return PostgresProbe(alias, timeout)
+    return PositionlessProbe(alias, timeout)

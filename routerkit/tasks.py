@@ -1,0 +1,41 @@
+"""Carry read-your-writes into background tasks.
+
+# where the task is enqueued, after the write has committed
+token = routerkit.capture_token()
+send_welcome_email.delay(user_id, routerkit_token=token)
+
+# in the task
+with routerkit.restore_token(token):
+    user = User.objects.get(pk=user_id)   # never older than the request's write
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from routerkit import consistency
+from routerkit.conf import get_config
+from routerkit.state import Scope, consistency_scope, current_scope
+
+
+def capture_token() -> str | None:
+    """Return a signed token of what the current unit of work wrote and read.
+
+    Call it after the writes committed (for example in transaction.on_commit);
+    inside a transaction the position cannot be known yet, and the token falls
+    back to STICKY["WINDOW"] seconds on the primary.
+    """
+    return consistency.finish(current_scope(), get_config())
+
+
+@contextmanager
+def restore_token(token: str | None) -> Iterator[Scope]:
+    """Run a block as one unit of work that honours a token from `capture_token()`.
+
+    A missing, expired or tampered token gives a fresh scope (it is counted,
+    never raised).
+    """
+    with consistency_scope() as scope:
+        consistency.start(scope, token, get_config())
+        yield scope

@@ -1,0 +1,412 @@
+"""Read-your-writes and monotonic reads across requests, on real replication.
+
+Replay is paused to make replicas stale on purpose; the health monitor is
+refreshed explicitly where a test needs it to have seen a new position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from django.core import signing
+from django.test import AsyncClient, Client, override_settings
+
+from routerkit import capture_token, consistency_scope, restore_token, stats
+from routerkit.conf import get_config
+from routerkit.consistency import TOKEN_SALT, Requirement, encode
+from routerkit.health import Snapshot, get_monitor
+from tests.pgcluster import PgCluster
+from tests.settings import MIDDLEWARE, ROUTERKIT
+from tests.testapp.models import Article
+
+REPLICAS = ("replica1", "replica2")
+COOKIE = "routerkit"
+
+
+def routerkit_settings(**changes: Any) -> dict[str, Any]:
+    fast = {"INTERVAL": 0.05, "TIMEOUT": 1.0, **changes.pop("LAG", {})}
+    return {**ROUTERKIT, "LAG": fast, **changes}
+
+
+@pytest.fixture
+def cluster(replication: PgCluster) -> Iterator[PgCluster]:
+    """The real cluster, with health refreshed every 50 ms."""
+    with override_settings(ROUTERKIT=routerkit_settings()):
+        yield replication
+
+
+def refresh() -> Snapshot:
+    return get_monitor(get_config()).refresh()
+
+
+def served(client: Client, pk: int) -> tuple[int, str | None]:
+    response = client.get(f"/articles/{pk}/")
+    return response.status_code, response.json().get("db")
+
+
+def post(client: Client) -> int:
+    response = client.post("/articles/", {"title": uuid4().hex})
+    assert response.status_code == 200
+    return int(response.json()["id"])
+
+
+class TestReadYourWrites:
+    def test_the_next_request_reads_from_the_replica_that_replayed_the_write(
+        self, cluster: PgCluster, client: Client
+    ) -> None:
+        """With replica1 paused and replica2 caught up, the follow-up read uses replica2."""
+        cluster.pause_replay("replica1")
+        pk = post(client)
+        cluster.wait_replayed("replica2")
+        refresh()
+        assert {served(client, pk) for _ in range(10)} == {(200, "replica2")}
+
+    def test_with_both_replicas_behind_the_primary_serves_the_read(
+        self, cluster: PgCluster, client: Client
+    ) -> None:
+        """No replica has replayed the write: the primary answers, and finds the row."""
+        for replica in REPLICAS:
+            cluster.pause_replay(replica)
+        pk = post(client)
+        refresh()
+        assert served(client, pk) == (200, "primary")
+
+    def test_after_resume_replicas_serve_again_and_the_token_is_dropped(
+        self, cluster: PgCluster, client: Client
+    ) -> None:
+        """Once every replica replayed the write, reads spread again and the cookie goes."""
+        for replica in REPLICAS:
+            cluster.pause_replay(replica)
+        pk = post(client)
+        assert COOKIE in client.cookies
+        for replica in REPLICAS:
+            cluster.resume_replay(replica)
+            cluster.wait_replayed(replica)
+        refresh()
+        response = client.get(f"/articles/{pk}/")
+        assert response.json()["db"] in REPLICAS
+        assert response.cookies[COOKIE]["max-age"] == 0
+        assert {served(client, pk)[1] for _ in range(30)} == set(REPLICAS)
+
+    def test_reads_that_do_not_depend_on_the_write_keep_using_replicas(
+        self, cluster: PgCluster, client: Client
+    ) -> None:
+        """Another client, with no token, reads from replicas while replay is paused."""
+        for replica in REPLICAS:
+            cluster.pause_replay(replica)
+        pk = post(client)
+        refresh()
+        other = Client()
+        assert served(other, pk) == (404, None)  # a paused replica: stale, as it may be
+        assert served(client, pk) == (200, "primary")
+
+    def test_async_views_carry_the_token_too(self, cluster: PgCluster) -> None:
+        """Under ASGI, a write then a read in the next request finds the row."""
+        for replica in REPLICAS:
+            cluster.pause_replay(replica)
+
+        async def flow() -> tuple[int, str]:
+            client = AsyncClient()
+            created = await client.post("/async/articles/", {"title": "async"})
+            response = await client.get(f"/async/articles/{created.json()['id']}/")
+            return response.status_code, response.json()["db"]
+
+        assert asyncio.run(flow()) == (200, "primary")
+
+    def test_mode_off_keeps_no_state_between_requests(
+        self, cluster: PgCluster, client: Client
+    ) -> None:
+        """With STICKY MODE "off", the next request reads a (stale) replica."""
+        with override_settings(ROUTERKIT=routerkit_settings(STICKY={"MODE": "off"})):
+            for replica in REPLICAS:
+                cluster.pause_replay(replica)
+            pk = post(client)
+            assert COOKIE not in client.cookies
+            assert served(client, pk) == (404, None)
+
+
+class TestTimeMode:
+    def test_reads_stay_on_the_primary_for_the_window(
+        self, cluster: PgCluster, client: Client
+    ) -> None:
+        """After a write, reads use the primary for WINDOW seconds, then replicas."""
+        settings = routerkit_settings(STICKY={"MODE": "time", "WINDOW": 0.5})
+        with override_settings(ROUTERKIT=settings):
+            pk = post(client)
+            for replica in REPLICAS:
+                cluster.wait_replayed(replica)
+            refresh()
+            assert served(client, pk) == (200, "primary")
+            time.sleep(0.6)
+            assert served(client, pk)[1] in REPLICAS
+
+
+class TestMonotonicReads:
+    def test_a_client_never_goes_back_to_a_replica_behind_what_it_saw(
+        self, cluster: PgCluster
+    ) -> None:
+        """Having read a row on replica2, a client never reads from replica1, which lacks it."""
+        cluster.pause_replay("replica1")
+        with consistency_scope():
+            pk = Article.objects.create(title="seen on replica2").pk
+        cluster.wait_replayed("replica2")
+        cluster.pause_replay("replica2")
+        refresh()
+        client = Client()
+        for _ in range(50):  # a fresh client lands on either replica; wait for replica2
+            status, db = served(client, pk)
+            if db == "replica2":
+                break
+            client = Client()
+        assert (status, db) == (200, "replica2")
+        assert {served(client, pk) for _ in range(20)} == {(200, "replica2")}
+
+    def test_a_client_behind_every_replica_is_not_restricted(self, cluster: PgCluster) -> None:
+        """Reading the oldest position requires nothing: no token is issued."""
+        with consistency_scope():
+            pk = Article.objects.create(title="old").pk
+        for replica in REPLICAS:
+            cluster.wait_replayed(replica)
+        refresh()
+        client = Client()
+        assert served(client, pk)[0] == 200
+        assert COOKIE not in client.cookies
+
+
+class TestHealth:
+    def test_a_stopped_replica_is_left_out_and_rejoins_after_restart(
+        self, cluster: PgCluster
+    ) -> None:
+        """A replica that refuses connections leaves the rotation; after restart it is back."""
+        cluster.stop_node("replica1")
+        snapshot = refresh()
+        assert snapshot.replicas["replica1"].state == "down"
+        assert snapshot.usable["primary"] == ("replica2",)
+        with consistency_scope():
+            pk = Article.objects.create(title="x").pk
+        cluster.wait_replayed("replica2")
+        refresh()
+        assert {served(Client(), pk)[1] for _ in range(20)} == {"replica2"}
+        cluster.start_node("replica1")
+        deadline = time.monotonic() + 15
+        while refresh().usable["primary"] != REPLICAS:  # after its backoff
+            assert time.monotonic() < deadline, "replica1 did not rejoin"
+            time.sleep(0.05)
+        assert {served(Client(), pk)[1] for _ in range(30)} == set(REPLICAS)
+
+    def test_lag_over_the_threshold_excludes_a_replica_until_it_catches_up(
+        self, replication: PgCluster
+    ) -> None:
+        """Past MAX_BYTES a replica leaves the rotation; once replayed it comes back."""
+        settings = routerkit_settings(LAG={"MAX_BYTES": 64 * 1024, "MAX_SECONDS": 3600.0})
+        with override_settings(ROUTERKIT=settings):
+            replication.pause_replay("replica1")
+            replication.execute(
+                "primary",
+                "INSERT INTO testapp_article (title)"
+                " SELECT repeat('x', 150) FROM generate_series(1, 2000)",
+                dbname="routerkit",
+            )
+            snapshot = refresh()
+            lagging = snapshot.replicas["replica1"]
+            assert lagging.state == "lagging"
+            assert lagging.lag_bytes is not None and lagging.lag_bytes > 64 * 1024
+            assert snapshot.usable["primary"] == ("replica2",)
+            replication.resume_replay("replica1")
+            replication.wait_replayed("replica1")
+            snapshot = refresh()
+            assert snapshot.replicas["replica1"].state == "healthy"
+            assert snapshot.usable["primary"] == REPLICAS
+
+    def test_a_lagging_replica_returns_only_under_half_the_limit(
+        self, replication: PgCluster
+    ) -> None:
+        """Hysteresis: between half the limit and the limit, an excluded replica stays out."""
+        replication.pause_replay("replica1")
+        replication.execute(
+            "primary",
+            "INSERT INTO testapp_article (title)"
+            " SELECT repeat('y', 150) FROM generate_series(1, 2000)",
+            dbname="routerkit",
+        )
+        with override_settings(ROUTERKIT=routerkit_settings(LAG={"MAX_BYTES": 1024})):
+            monitor = get_monitor(get_config())
+            lag = monitor.refresh().replicas["replica1"].lag_bytes
+            assert lag is not None and monitor.snapshot.replicas["replica1"].state == "lagging"
+
+            def with_limit(max_bytes: int) -> str:
+                from dataclasses import replace
+
+                monitor.config = replace(
+                    monitor.config, lag=replace(monitor.config.lag, max_bytes=max_bytes)
+                )
+                return monitor.refresh().replicas["replica1"].state
+
+            assert with_limit(int(lag * 1.5)) == "lagging"  # under the limit, over half
+            assert with_limit(int(lag * 3)) == "healthy"  # under half the limit
+            assert with_limit(int(lag * 1.5)) == "healthy"  # back in: the full limit applies
+
+    def test_a_caught_up_replica_of_an_idle_primary_has_no_lag(
+        self, replication: PgCluster
+    ) -> None:
+        """Lag is measured in positions: an old last commit on an idle primary is not lag."""
+        with override_settings(ROUTERKIT=routerkit_settings(LAG={"MAX_SECONDS": 0.5})):
+            for replica in REPLICAS:
+                replication.wait_replayed(replica)
+            time.sleep(0.8)  # longer than MAX_SECONDS since the last commit
+            snapshot = refresh()
+            for replica in REPLICAS:
+                assert snapshot.replicas[replica].lag_seconds == 0.0
+                assert snapshot.replicas[replica].state == "healthy"
+
+    def test_positions_match_the_servers(self, cluster: PgCluster) -> None:
+        """The monitor's replay positions are the replicas' own."""
+        from routerkit.lsn import parse_lsn
+
+        cluster.pause_replay("replica1")
+        snapshot = refresh()
+        replay = cluster.replay_lsn("replica1")
+        assert replay is not None
+        assert snapshot.replicas["replica1"].replay_lsn == parse_lsn(replay)
+
+    def test_a_replica_alias_that_is_not_in_recovery_is_never_used(
+        self, replication: PgCluster
+    ) -> None:
+        """An alias pointed at a primary by mistake is reported and left out."""
+        settings = routerkit_settings(REPLICAS={"primary": ["replica1", "billing"]}, APPS={})
+        with override_settings(ROUTERKIT=settings):
+            snapshot = refresh()
+            assert snapshot.replicas["billing"].state == "not_replica"
+            assert snapshot.usable["primary"] == ("replica1",)
+
+
+class TestTokens:
+    @pytest.fixture
+    def pk(self, cluster: PgCluster) -> int:
+        for replica in REPLICAS:
+            cluster.pause_replay(replica)
+        with consistency_scope():
+            pk = Article.objects.create(title="x").pk
+        refresh()
+        return pk
+
+    @pytest.mark.parametrize(
+        ("value", "reason"),
+        [
+            ("not-a-token", "tampered"),
+            ("x" * 5000, "oversized"),
+            (signing.dumps({"v": 1, "r": {"primary": [1, None]}}, salt="other"), "tampered"),
+            (
+                signing.dumps({"v": 1, "r": {"primary": [1, None]}}, key="x" * 50, salt=TOKEN_SALT),
+                "tampered",
+            ),
+            (
+                signing.dumps({"v": 1, "r": {"primary": ["0/1", None]}}, salt=TOKEN_SALT),
+                "malformed",
+            ),
+            (signing.dumps({"v": 9, "r": {}}, salt=TOKEN_SALT), "malformed"),
+            (signing.dumps([1, 2], salt=TOKEN_SALT), "malformed"),
+        ],
+        ids=["garbage", "oversized", "other-salt", "other-key", "bad-lsn", "version", "shape"],
+    )
+    def test_bad_cookies_are_ignored_and_counted(
+        self, pk: int, client: Client, value: str, reason: str
+    ) -> None:
+        """A forged or broken token never causes an error: it is counted and ignored."""
+        before = stats.get("token_rejected", reason)
+        client.cookies[COOKIE] = value
+        assert served(client, pk) == (404, None)  # a replica, as for a client without token
+        assert stats.get("token_rejected", reason) == before + 1
+
+    def test_an_expired_token_is_ignored(
+        self, pk: int, client: Client, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A token older than its maximum age no longer binds the client."""
+        with monkeypatch.context() as patched:
+            an_hour_ago = time.time() - 3600
+            patched.setattr(signing.time, "time", lambda: an_hour_ago)
+            client.cookies[COOKIE] = encode({"primary": Requirement(lsn=2**40)})
+        before = stats.get("token_rejected", "expired")
+        assert served(client, pk) == (404, None)
+        assert stats.get("token_rejected", "expired") == before + 1
+
+    def test_a_valid_token_is_honoured(self, pk: int, client: Client) -> None:
+        """The same request with a genuine token is served by the primary."""
+        client.cookies[COOKIE] = encode({"primary": Requirement(lsn=2**40)})
+        assert served(client, pk) == (200, "primary")
+
+    def test_cookie_flags(self, cluster: PgCluster, client: Client) -> None:
+        """The token cookie is HttpOnly and SameSite=Lax, and Secure on HTTPS."""
+        client.post("/articles/", {"title": "x"})
+        cookie = client.cookies[COOKIE]
+        assert cookie["httponly"] and cookie["samesite"] == "Lax" and not cookie["secure"]
+        secure = Client()
+        secure.post("/articles/", {"title": "x"}, secure=True)
+        assert secure.cookies[COOKIE]["secure"]
+
+
+class TestStores:
+    @pytest.mark.parametrize("store", ["session", "cache"])
+    def test_session_and_cache_stores_carry_the_token(
+        self, cluster: PgCluster, client: Client, store: str
+    ) -> None:
+        """STORE "session" and "cache" give the same read-your-writes as the cookie."""
+        session_first = [MIDDLEWARE[1], MIDDLEWARE[0], *MIDDLEWARE[2:]]
+        settings = routerkit_settings(STICKY={"STORE": store})
+        with override_settings(ROUTERKIT=settings, MIDDLEWARE=session_first):
+            for replica in REPLICAS:
+                cluster.pause_replay(replica)
+            pk = post(client)
+            refresh()
+            assert COOKIE not in client.cookies
+            assert served(client, pk) == (200, "primary")
+            assert served(Client(), pk) == (404, None)
+
+
+class TestTasks:
+    def test_a_task_reads_what_its_request_wrote(self, cluster: PgCluster) -> None:
+        """capture_token() after the write, restore_token() in a worker thread."""
+        for replica in REPLICAS:
+            cluster.pause_replay(replica)
+        with consistency_scope():
+            pk = Article.objects.create(title="for the task").pk
+            token = capture_token()
+        assert token is not None
+        results: list[tuple[bool, str | None]] = []
+
+        def task(token: str | None) -> None:
+            from django.db import connections
+
+            try:
+                with restore_token(token):
+                    article = Article.objects.filter(pk=pk).first()
+                    results.append((article is not None, article and article._state.db))
+            finally:
+                connections.close_all()
+
+        for carried in (token, None):
+            worker = threading.Thread(target=task, args=(carried,))
+            worker.start()
+            worker.join(10)
+        assert results == [(True, "primary"), (False, None)]
+
+    def test_a_token_taken_inside_a_transaction_falls_back_to_the_window(
+        self, cluster: PgCluster
+    ) -> None:
+        """Inside atomic() the position is unknown: the token keeps reads on the primary."""
+        from django.db import transaction
+
+        from routerkit.consistency import decode
+
+        with consistency_scope(), transaction.atomic(using="primary"):
+            Article.objects.create(title="in a transaction")
+            token = capture_token()
+        assert token is not None
+        (requirement,) = decode(token, get_config()).values()
+        assert requirement.lsn is None and requirement.until is not None
