@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from routerkit.state import consistency_scope, use_primary
 from routerkit.tasks import capture_token, restore_token
+from routerkit.writes import mark_written
 
-__all__ = ["capture_token", "consistency_scope", "restore_token", "use_primary"]
+__all__ = [
+    "capture_token",
+    "consistency_scope",
+    "mark_written",
+    "restore_token",
+    "use_primary",
+]
 __version__ = "0.1.0"

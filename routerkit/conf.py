@@ -8,6 +8,7 @@ a typo cannot crash start-up and routing keeps writes on primaries.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -139,6 +140,9 @@ class _Parser:
     def __init__(self, databases: Mapping[str, Any]) -> None:
         self.databases = databases
         self.problems: list[Problem] = []
+        # Every alias listed as a replica, even in a cluster dropped as invalid:
+        # none of them may ever take writes.
+        self.listed_replicas: set[str] = set()
 
     def problem(self, id: str, obj: str, msg: str, hint: str) -> None:
         self.problems.append(Problem(f"routerkit.{id}", msg, hint, obj))
@@ -162,18 +166,26 @@ class _Parser:
         targets.update({f"{obj}['CONTRIB'][{app!r}]": a for app, a in contrib.items()})
         targets.update({f"{obj}['APPS'][{k!r}]": a for k, a in {**apps, **models}.items()})
         for where, alias in targets.items():
-            if alias in replica_of:
+            if alias in self.listed_replicas:
+                primary = replica_of.get(alias)
                 self.problem(
                     "E105",
                     where,
-                    f"{alias!r} is a replica of {replica_of[alias]!r} and cannot take writes.",
-                    f"Name the primary {replica_of[alias]!r} here instead.",
+                    f"{alias!r} is a replica and cannot take writes.",
+                    f"Name its primary {primary!r} here instead."
+                    if primary
+                    else "Name a primary here.",
                 )
-        if default in replica_of:
-            default = replica_of[default]
-        contrib = {app: replica_of.get(a, a) for app, a in contrib.items()}
-        apps = {app: replica_of.get(a, a) for app, a in apps.items()}
-        models = {label: replica_of.get(a, a) for label, a in models.items()}
+
+        def writable(alias: str) -> str | None:
+            if alias not in self.listed_replicas:
+                return alias
+            return replica_of.get(alias)
+
+        default = writable(default) or "default"
+        contrib = {app: p for app, a in contrib.items() if (p := writable(a))}
+        apps = {app: p for app, a in apps.items() if (p := writable(a))}
+        models = {label: p for label, a in models.items() if (p := writable(a))}
 
         has_weights = any(len(set(c.weights)) > 1 for c in clusters.values())
         balancer = self.choice(
@@ -240,6 +252,14 @@ class _Parser:
     def choice(self, raw: object, choices: tuple[str, ...], obj: str, fallback: str) -> str:
         if raw in choices:
             return str(raw)
+        if not isinstance(raw, str):
+            self.problem(
+                "E101",
+                obj,
+                f"Expected a string, got {type(raw).__name__}.",
+                f"Use one of: {', '.join(choices)}.",
+            )
+            return fallback
         self.problem(
             "E103", obj, f"{raw!r} is not a valid choice.", f"Use one of: {', '.join(choices)}."
         )
@@ -251,11 +271,15 @@ class _Parser:
                 "E101", obj, f"Expected a number, got {type(raw).__name__}.", "Use a number."
             )
             return fallback
-        if raw < 0 or (raw == 0 and not allow_zero):
+        try:
+            value = float(raw)
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
             bound = "zero or more" if allow_zero else "more than zero"
-            self.problem("E104", obj, f"{raw!r} is out of range.", f"Use a number {bound}.")
+            self.problem("E104", obj, f"{raw!r} is out of range.", f"Use a finite number {bound}.")
             return fallback
-        return float(raw)
+        return value
 
     def boolean(self, raw: object, obj: str, fallback: bool) -> bool:
         if isinstance(raw, bool):
@@ -275,7 +299,11 @@ class _Parser:
             if self.alias(primary, where, None) is None:
                 continue
             if isinstance(listed, Mapping):
-                weighted = [(r, self.number(w, f"{where}[{r!r}]", 1.0)) for r, w in listed.items()]
+                # A weight of 0 drains a replica without removing it.
+                weighted = [
+                    (r, self.number(w, f"{where}[{r!r}]", 1.0, allow_zero=True))
+                    for r, w in listed.items()
+                ]
             elif isinstance(listed, (list, tuple)):
                 weighted = [(r, 1.0) for r in listed]
             else:
@@ -301,9 +329,18 @@ class _Parser:
                         "Give each replica alias exactly one primary.",
                     )
                     continue
+                self.listed_replicas.add(alias)
                 names.append(alias)
                 weights.append(weight)
                 replica_of[alias] = primary
+            if names and not any(weights):
+                self.problem(
+                    "E104",
+                    where,
+                    "Every replica has weight 0.",
+                    "Give at least one replica a weight above 0.",
+                )
+                weights = [1.0] * len(names)
             clusters[primary] = Cluster(primary, tuple(names), tuple(weights))
         # A primary listed after it was claimed as another primary's replica.
         for primary in list(clusters):
@@ -314,7 +351,10 @@ class _Parser:
                     f"{primary!r} is both a primary and a replica of {replica_of[primary]!r}.",
                     "Give each replica alias exactly one primary.",
                 )
-                del clusters[primary]
+                # Drop the whole chain: its replicas would otherwise resolve to
+                # a replica as their primary.
+                for replica in clusters.pop(primary).replicas:
+                    del replica_of[replica]
         return clusters, replica_of
 
     def contrib(self, raw: object, obj: str) -> dict[str, str]:

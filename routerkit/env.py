@@ -14,21 +14,29 @@ In settings.py::
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-_PASSWORD = re.compile(r"(?<=://)([^/@:]*):([^/@]*)@")
-
 
 def redact(url: str) -> str:
-    """Return `url` with its password replaced by ``***``."""
-    return _PASSWORD.sub(lambda m: f"{m.group(1)}:***@", url)
+    """Return `url` with its password replaced by ``***``.
+
+    Passwords may hold "/", "@", "?" or ":" unescaped, so this does not parse
+    the URL: everything up to the last "@" after the user name is masked.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    masked = f"{user}:***@{host}" if colon else f"{user}@{host}"
+    return f"{scheme}{sep}{masked}"
 
 
 def databases(
@@ -51,15 +59,22 @@ def databases(
     primary_url = env.str("DATABASE_URL", default=default_url)
     if not primary_url:
         raise ImproperlyConfigured("Set DATABASE_URL to the primary database's URL.")
-    result = {primary: parse_url(primary_url, "DATABASE_URL")}
     replica_urls = env.str("DATABASE_REPLICA_URLS", default=default_replica_urls)
     urls = [url.strip() for url in replica_urls.split(",") if url.strip()]
-    for number, url in enumerate(urls, start=1):
-        replica = parse_url(url, f"DATABASE_REPLICA_URLS (item {number})")
-        replica.setdefault("TEST", {})["MIRROR"] = primary
-        if read_only_replicas:
-            replica = read_only(replica)
-        result[f"{replica_prefix}{number}"] = replica
+    try:
+        result = {primary: parse_url(primary_url, "DATABASE_URL")}
+        for number, url in enumerate(urls, start=1):
+            replica = parse_url(url, f"DATABASE_REPLICA_URLS (item {number})")
+            replica.setdefault("TEST", {})["MIRROR"] = primary
+            if read_only_replicas:
+                replica = read_only(replica)
+            result[f"{replica_prefix}{number}"] = replica
+    except ImproperlyConfigured as exc:
+        # Error reporters record the local variables of every frame in a
+        # traceback: leave none holding a URL.
+        primary_url = replica_urls = url = ""
+        urls = []
+        raise ImproperlyConfigured(str(exc)) from None
     return result
 
 
@@ -75,19 +90,17 @@ def replicas(databases: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]
 
 def parse_url(url: str, name: str) -> dict[str, Any]:
     """Parse one database URL; a bad one raises ImproperlyConfigured without its password."""
-    scheme = urlsplit(url).scheme if "://" in url else ""
+    scheme = url.partition("://")[0] if "://" in url else ""
     if scheme not in environ.Env.DB_SCHEMES:
-        raise ImproperlyConfigured(
-            f"{name} has an unknown database scheme {scheme!r}: {redact(url)}"
-        )
+        url = redact(url)  # see databases(): no frame keeps the password
+        raise ImproperlyConfigured(f"{name} has an unknown database scheme {scheme!r}: {url}")
     try:
         return dict(environ.Env.db_url_config(url))
-    except Exception as exc:
-        # The parser's own message may quote the URL: redact it, and drop the
-        # original exception so no traceback shows it either.
-        raise ImproperlyConfigured(
-            f"{name} is not a valid database URL ({redact(str(exc))}): {redact(url)}"
-        ) from None
+    except Exception:
+        # The parser's message may quote parts of the password: not shown, and
+        # the original exception is dropped so no traceback prints it.
+        url = redact(url)
+        raise ImproperlyConfigured(f"{name} is not a valid database URL: {url}") from None
 
 
 def read_only(settings_dict: Mapping[str, Any]) -> dict[str, Any]:

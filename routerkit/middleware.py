@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponseBase
 
 from routerkit import consistency
 from routerkit.conf import get_config
-from routerkit.state import Scope, consistency_scope
+from routerkit.state import Scope, consistency_scope, entered
 from routerkit.stores import store_for
 
 logger = logging.getLogger("routerkit")
@@ -37,20 +37,24 @@ class ConsistencyMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        with consistency_scope() as scope:
+        with consistency_scope(isolated=True) as scope:
             raw = begin(request, scope)
             response = self.get_response(request)
             end(request, response, scope, raw)
+        if response.streaming:
+            _stream_in(scope, response)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
-        with consistency_scope() as scope:
+        with consistency_scope(isolated=True) as scope:
             # Both may do I/O (probes, the WAL position, a cache): off the event
             # loop, on the thread the view's ORM calls used.
             raw = await sync_to_async(begin)(request, scope)
             response = await get_response(request)
             await sync_to_async(end)(request, response, scope, raw)
+        if response.streaming:
+            _stream_in(scope, response)
         return response
 
 
@@ -76,3 +80,39 @@ def end(request: HttpRequest, response: HttpResponseBase, scope: Scope, raw: str
         # answer to it. Without a token its next read may be stale, but only
         # if a replica is still behind by then; the error is logged.
         logger.exception("routerkit: could not store the consistency token")
+
+
+def _stream_in(scope: Scope, response: Any) -> None:
+    """Run a streaming body in the request's scope, though it is read after the request.
+
+    Its reads then see the request's writes. The token went out with the
+    headers, so writes made while streaming are not carried to the client's
+    next request: write before returning a streaming response.
+    """
+    content = response.streaming_content
+    if getattr(response, "is_async", False):
+
+        async def achunks() -> AsyncIterator[Any]:
+            iterator = aiter(content)
+            while True:
+                with entered(scope):
+                    try:
+                        chunk = await anext(iterator)
+                    except StopAsyncIteration:
+                        return
+                yield chunk
+
+        response.streaming_content = achunks()
+    else:
+
+        def chunks() -> Iterator[Any]:
+            iterator = iter(content)
+            while True:
+                with entered(scope):
+                    try:
+                        chunk = next(iterator)
+                    except StopIteration:
+                        return
+                yield chunk
+
+        response.streaming_content = chunks()

@@ -43,7 +43,7 @@ class _BaseRouter:
             self._config, self._placed = get_config(), {}
         primary = self._placed.get(model, _UNKNOWN)
         if primary is _UNKNOWN:
-            primary = self._placed[model] = self._place(get_config(), model)
+            primary = self._placed[model] = self._place(get_config(), _owner(model))
         return primary  # type: ignore[return-value]
 
     def db_for_read(self, model: type[Model], **hints: Any) -> str | None:
@@ -74,10 +74,27 @@ class _BaseRouter:
         config = get_config()
         if db in config.replica_of:
             return False
-        primary = self._place_app(config, app_label, model_name)
+        model = hints.get("model")
+        if model is not None:
+            primary = self._place(config, _owner(model))
+        else:
+            primary = self._place_app(config, app_label, model_name)
         if primary is None:
             return None
         return db == primary
+
+
+def _owner(model: type[Model]) -> type[Model]:
+    """Return the model whose placement `model` follows.
+
+    A proxy lives where its concrete model does (a proxy of auth.User in a
+    project app is still auth_user), and an auto-created many-to-many table
+    where the model that declares the field does.
+    """
+    declaring = model._meta.auto_created  # the declaring model, or False
+    if isinstance(declaring, type):
+        model = declaring
+    return model._meta.concrete_model or model
 
 
 class ContribRouter(_BaseRouter):

@@ -97,7 +97,7 @@ def _pickers(snapshot: Snapshot, config: Config) -> dict[str, Picker]:
     return pickers
 
 
-_get_ident = threading.get_ident
+_current_thread = threading.current_thread
 
 
 def read_alias(config: Config, primary: str, hints: Mapping[str, Any]) -> str:
@@ -115,7 +115,9 @@ def read_alias(config: Config, primary: str, hints: Mapping[str, Any]) -> str:
         return primary
     cached = scope._connections.get(primary)
     connection = (
-        cached[1] if cached is not None and cached[0] == _get_ident() else scope.connection(primary)
+        cached[1]
+        if cached is not None and cached[0] is _current_thread()
+        else scope.connection(primary)
     )
     # Inside a transaction on the primary, reads must see its uncommitted
     # writes and its locks. This also keeps TestCase tests (which run inside

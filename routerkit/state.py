@@ -10,13 +10,13 @@ one, while asyncio tasks and `sync_to_async` calls made inside a request do.
 from __future__ import annotations
 
 import functools
-import inspect
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.db import connections
 
 if TYPE_CHECKING:
@@ -31,9 +31,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Scope:
     """Routing state of one request or task."""
 
-    __slots__ = ("_connections", "read_from", "requirements", "snapshot", "written")
+    __slots__ = ("_connections", "implicit", "read_from", "requirements", "snapshot", "written")
 
-    def __init__(self) -> None:
+    def __init__(self, *, implicit: bool = False) -> None:
+        # Created on demand outside any request or task (see current_scope()).
+        self.implicit = implicit
         # Primaries written during this scope: their reads stay on the primary.
         self.written: set[str] = set()
         # Every alias that served a read (for monotonic-read floors).
@@ -42,26 +44,30 @@ class Scope:
         self.requirements: dict[str, Requirement] = {}
         # Replica health as of the start of this scope; None: ask the monitor.
         self.snapshot: Snapshot | None = None
-        # alias -> (thread id, connection wrapper). Looking a wrapper up through
+        # alias -> (thread, connection wrapper). Looking a wrapper up through
         # django.db.connections costs more than the rest of a routing decision
         # (asgiref's Local takes a lock), so it is done once per scope and
-        # thread. Django keeps one wrapper per alias and thread, which is what
-        # the thread id check mirrors.
-        self._connections: dict[str, tuple[int, BaseDatabaseWrapper]] = {}
+        # thread. Django keeps one wrapper per alias and thread; the thread
+        # object (not its id, which a new thread may reuse) is what we check.
+        self._connections: dict[str, tuple[threading.Thread, BaseDatabaseWrapper]] = {}
 
     def connection(self, alias: str) -> BaseDatabaseWrapper:
         """Return this thread's connection wrapper for `alias` (it may be unconnected)."""
-        ident = threading.get_ident()
+        thread = threading.current_thread()
         cached = self._connections.get(alias)
-        if cached is not None and cached[0] == ident:
+        if cached is not None and cached[0] is thread:
             return cached[1]
         wrapper = connections[alias]
-        self._connections[alias] = (ident, wrapper)
+        self._connections[alias] = (thread, wrapper)
         return wrapper
 
 
 _scope: ContextVar[Scope | None] = ContextVar("routerkit_scope", default=None)
 _forced: ContextVar[bool] = ContextVar("routerkit_forced", default=False)
+# What each entered block must undo, innermost last. In a ContextVar (not on
+# the block object) so that one block instance may be used by several threads
+# or tasks at once.
+_undo: ContextVar[tuple[Any, ...]] = ContextVar("routerkit_undo", default=())
 
 
 def current_scope() -> Scope:
@@ -72,25 +78,14 @@ def current_scope() -> Scope:
         # integration) the scope lasts as long as this context: once it writes,
         # it keeps reading its cluster from the primary. That costs replica
         # reads, never a stale read of one's own write.
-        scope = Scope()
+        scope = Scope(implicit=True)
         _scope.set(scope)
     return scope
 
 
-def is_forced() -> bool:
-    """Tell whether reads are forced to primaries by `use_primary()`."""
-    return _forced.get()
-
-
 @contextmanager
-def consistency_scope() -> Iterator[Scope]:
-    """Run a block as one unit of work with fresh read-your-writes state.
-
-    Reads of a cluster go to its primary after the block writes to it, and
-    stop doing so when the block ends. ConsistencyMiddleware opens one per
-    request; open one per task in workers and long-running commands.
-    """
-    scope = Scope()
+def entered(scope: Scope) -> Iterator[Scope]:
+    """Make an existing scope current again (for work that outlives its block)."""
     token = _scope.set(scope)
     try:
         yield scope
@@ -98,43 +93,102 @@ def consistency_scope() -> Iterator[Scope]:
         _scope.reset(token)
 
 
-class use_primary:  # noqa: N801 - used like contextlib's lower-case helpers
+def is_forced() -> bool:
+    """Tell whether reads are forced to primaries by `use_primary()`."""
+    return _forced.get()
+
+
+class _Block:
+    """A context manager that also decorates sync and async functions."""
+
+    def _enter(self) -> Any:
+        raise NotImplementedError
+
+    def _exit(self, undo: Any) -> None:
+        raise NotImplementedError
+
+    def _fresh(self) -> _Block:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        undo = self._enter()
+        _undo.set((*_undo.get(), undo))
+        return undo[1] if isinstance(undo, tuple) else None
+
+    def __exit__(self, *exc_info: object) -> None:
+        *rest, undo = _undo.get()
+        _undo.set(tuple(rest))
+        self._exit(undo)
+
+    def __call__(self, func: F) -> F:
+        # Each call enters a block of its own, so one decorated function may
+        # run concurrently in several threads or tasks.
+        if iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_inner(*args: Any, **kwargs: Any) -> Any:
+                with self._fresh():
+                    return await func(*args, **kwargs)
+
+            return cast(F, markcoroutinefunction(async_inner))
+
+        @functools.wraps(func)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            with self._fresh():
+                return func(*args, **kwargs)
+
+        return cast(F, inner)
+
+
+class consistency_scope(_Block):  # noqa: N801 - used like contextlib's lower-case helpers
+    """Run a block as one unit of work with its own read-your-writes state.
+
+    Reads of a cluster go to its primary after the block writes to it.
+    ConsistencyMiddleware opens one per request; open one per task in workers
+    and long-running commands (``with consistency_scope():`` or as a
+    decorator). Nested in another request or task scope (an eager task, a
+    command called from a view), it starts from that scope's state and hands
+    its writes back when it ends; ``isolated=True`` starts fresh and hands
+    nothing back, as another client would.
+    """
+
+    def __init__(self, *, isolated: bool = False) -> None:
+        self.isolated = isolated
+
+    def _fresh(self) -> consistency_scope:
+        return consistency_scope(isolated=self.isolated)
+
+    def _enter(self) -> tuple[Any, Scope, Scope | None]:
+        parent = _scope.get()
+        if self.isolated or (parent is not None and parent.implicit):
+            parent = None
+        scope = Scope()
+        if parent is not None:
+            scope.written |= parent.written
+            scope.requirements = dict(parent.requirements)
+            scope.snapshot = parent.snapshot
+        return _scope.set(scope), scope, parent
+
+    def _exit(self, undo: tuple[Any, Scope, Scope | None]) -> None:
+        token, scope, parent = undo
+        _scope.reset(token)
+        if parent is not None:
+            parent.written |= scope.written
+            parent.read_from |= scope.read_from
+
+
+class use_primary(_Block):  # noqa: N801 - used like contextlib's lower-case helpers
     """Send every read inside to the primary of its cluster.
 
     Works as a context manager (``with use_primary():``) and as a decorator on
     sync and async functions. Nesting is allowed.
     """
 
-    def __init__(self) -> None:
-        self._tokens: list[Token[bool]] = []
+    def _fresh(self) -> use_primary:
+        return use_primary()
 
-    def __enter__(self) -> None:
-        self._tokens.append(_forced.set(True))
+    def _enter(self) -> Token[bool]:
+        return _forced.set(True)
 
-    def __exit__(self, *exc_info: object) -> None:
-        _forced.reset(self._tokens.pop())
-
-    def __call__(self, func: F) -> F:
-        # Each call gets its own token, so one decorated function may run
-        # concurrently in several threads or tasks.
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def async_inner(*args: Any, **kwargs: Any) -> Any:
-                token = _forced.set(True)
-                try:
-                    return await func(*args, **kwargs)
-                finally:
-                    _forced.reset(token)
-
-            return cast(F, async_inner)
-
-        @functools.wraps(func)
-        def inner(*args: Any, **kwargs: Any) -> Any:
-            token = _forced.set(True)
-            try:
-                return func(*args, **kwargs)
-            finally:
-                _forced.reset(token)
-
-        return cast(F, inner)
+    def _exit(self, undo: Token[bool]) -> None:
+        _forced.reset(undo)

@@ -22,17 +22,36 @@ from routerkit.state import current_scope
 # wrong that way costs a replica read, the other way a stale one. WITH (writable
 # CTEs), EXPLAIN (ANALYZE runs the statement) and COPY are writes on purpose.
 _READ_ONLY = re.compile(
-    r"\s*(?:SELECT|SHOW|SAVEPOINT|RELEASE|ROLLBACK|BEGIN|START|COMMIT|END|SET|FETCH|CLOSE|PRAGMA)\b",
+    r"\s*(?:SELECT|SHOW|SAVEPOINT|RELEASE|ROLLBACK|BEGIN|START|COMMIT|END|SET|FETCH|CLOSE)\b",
     re.IGNORECASE,
 )
+# SELECT ... INTO creates a table.
+_INTO = re.compile(r"\bINTO\b", re.IGNORECASE)
 
 
 def may_write(sql: object) -> bool:
-    """Tell whether a statement may change data (conservatively)."""
+    """Tell whether a statement may change data (conservatively).
+
+    A SELECT that calls a function with side effects cannot be told apart
+    from a read: call `mark_written()` after it.
+    """
     if not isinstance(sql, str):
         return True  # bytes or a composed object: do not guess
+    if _READ_ONLY.match(sql) is None:
+        return True
     # "SELECT 1; DELETE ..." runs as one call on some drivers.
-    return _READ_ONLY.match(sql) is None or ";" in sql.rstrip().rstrip(";")
+    return ";" in sql.rstrip().rstrip(";") or _INTO.search(sql) is not None
+
+
+def mark_written(using: str) -> None:
+    """Record a write to `using` that routerkit cannot see.
+
+    For example a SELECT of a function that writes, or psycopg's
+    ``cursor.copy()``, which bypasses Django's execute wrappers. Later reads
+    of that cluster in this request or task go to its primary.
+    """
+    primary = get_config().primary_of(using)
+    current_scope().written.add(primary)
 
 
 def track_writes(

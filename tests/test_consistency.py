@@ -153,7 +153,7 @@ class TestMonotonicReads:
     ) -> None:
         """Having read a row on replica2, a client never reads from replica1, which lacks it."""
         cluster.pause_replay("replica1")
-        with consistency_scope():
+        with consistency_scope(isolated=True):
             pk = Article.objects.create(title="seen on replica2").pk
         cluster.wait_replayed("replica2")
         cluster.pause_replay("replica2")
@@ -169,7 +169,7 @@ class TestMonotonicReads:
 
     def test_a_client_behind_every_replica_is_not_restricted(self, cluster: PgCluster) -> None:
         """Reading the oldest position requires nothing: no token is issued."""
-        with consistency_scope():
+        with consistency_scope(isolated=True):
             pk = Article.objects.create(title="old").pk
         for replica in REPLICAS:
             cluster.wait_replayed(replica)
@@ -188,7 +188,7 @@ class TestHealth:
         snapshot = refresh()
         assert snapshot.replicas["replica1"].state == "down"
         assert snapshot.usable["primary"] == ("replica2",)
-        with consistency_scope():
+        with consistency_scope(isolated=True):
             pk = Article.objects.create(title="x").pk
         cluster.wait_replayed("replica2")
         refresh()
@@ -216,7 +216,8 @@ class TestHealth:
             snapshot = refresh()
             lagging = snapshot.replicas["replica1"]
             assert lagging.state == "lagging"
-            assert lagging.lag_bytes is not None and lagging.lag_bytes > 64 * 1024
+            assert lagging.lag_bytes is not None
+            assert lagging.lag_bytes > 64 * 1024
             assert snapshot.usable["primary"] == ("replica2",)
             replication.resume_replay("replica1")
             replication.wait_replayed("replica1")
@@ -238,7 +239,8 @@ class TestHealth:
         with override_settings(ROUTERKIT=routerkit_settings(LAG={"MAX_BYTES": 1024})):
             monitor = get_monitor(get_config())
             lag = monitor.refresh().replicas["replica1"].lag_bytes
-            assert lag is not None and monitor.snapshot.replicas["replica1"].state == "lagging"
+            assert lag is not None
+            assert monitor.snapshot.replicas["replica1"].state == "lagging"
 
             def with_limit(max_bytes: int) -> str:
                 from dataclasses import replace
@@ -291,7 +293,7 @@ class TestTokens:
     def pk(self, cluster: PgCluster) -> int:
         for replica in REPLICAS:
             cluster.pause_replay(replica)
-        with consistency_scope():
+        with consistency_scope(isolated=True):
             pk = Article.objects.create(title="x").pk
         refresh()
         return pk
@@ -345,7 +347,9 @@ class TestTokens:
         """The token cookie is HttpOnly and SameSite=Lax, and Secure on HTTPS."""
         client.post("/articles/", {"title": "x"})
         cookie = client.cookies[COOKIE]
-        assert cookie["httponly"] and cookie["samesite"] == "Lax" and not cookie["secure"]
+        assert cookie["httponly"]
+        assert cookie["samesite"] == "Lax"
+        assert not cookie["secure"]
         secure = Client()
         secure.post("/articles/", {"title": "x"}, secure=True)
         assert secure.cookies[COOKIE]["secure"]
@@ -374,7 +378,7 @@ class TestTasks:
         """capture_token() after the write, restore_token() in a worker thread."""
         for replica in REPLICAS:
             cluster.pause_replay(replica)
-        with consistency_scope():
+        with consistency_scope(isolated=True):
             pk = Article.objects.create(title="for the task").pk
             token = capture_token()
         assert token is not None
@@ -404,9 +408,10 @@ class TestTasks:
 
         from routerkit.consistency import decode
 
-        with consistency_scope(), transaction.atomic(using="primary"):
+        with consistency_scope(isolated=True), transaction.atomic(using="primary"):
             Article.objects.create(title="in a transaction")
             token = capture_token()
         assert token is not None
         (requirement,) = decode(token, get_config()).values()
-        assert requirement.lsn is None and requirement.until is not None
+        assert requirement.lsn is None
+        assert requirement.until is not None

@@ -36,12 +36,12 @@ def paused(replication: PgCluster) -> PgCluster:
 
 def committed_elsewhere(title: str | None = None) -> Article:
     """Commit an article from another unit of work, as another client would."""
-    with consistency_scope():
+    with consistency_scope(isolated=True):
         return Article.objects.create(title=title or uuid4().hex)
 
 
 def read_in_fresh_scope(pk: int) -> Article | None:
-    with consistency_scope():
+    with consistency_scope(isolated=True):
         return Article.objects.filter(pk=pk).first()
 
 
@@ -54,6 +54,13 @@ class TestWithinOneRequest:
         assert response.status_code == 200
         assert response.json()["title"] == "fresh"
         assert response.json()["db"] == "primary"
+
+    def test_a_streaming_body_reads_the_requests_own_write(
+        self, paused: PgCluster, client: Client
+    ) -> None:
+        """Reads made while the body streams, after the view returned, still see the write."""
+        response = client.get("/stream/")
+        assert b"".join(response.streaming_content) == b"True primary"
 
     def test_async_views_read_their_own_writes(self, paused: PgCluster) -> None:
         """An async view that writes then reads is served by the primary."""
@@ -101,7 +108,7 @@ class TestWritesPinTheCluster:
     ) -> None:
         """After save, update(), bulk_create, delete or raw SQL, reads see the primary."""
         other = committed_elsewhere()
-        with consistency_scope():
+        with consistency_scope(isolated=True):
             # Before writing, reads go to a paused replica: the row is not there.
             assert Article.objects.filter(pk=other.pk).first() is None
             write(other)
@@ -114,7 +121,7 @@ class TestWritesPinTheCluster:
         for replica in REPLICAS:
             replication.wait_replayed(replica)
             replication.pause_replay(replica)
-        with consistency_scope():
+        with consistency_scope(isolated=True):
             Article.objects.filter(pk=article.pk).delete()
             assert not Article.objects.filter(pk=article.pk).exists()
         assert read_in_fresh_scope(article.pk) is not None  # a replica, still stale
@@ -123,7 +130,7 @@ class TestWritesPinTheCluster:
         self, paused: PgCluster
     ) -> None:
         """Writing billing does not pin the main cluster's reads."""
-        with consistency_scope():
+        with consistency_scope(isolated=True):
             Invoice.objects.create(number="A-1")
             assert Article.objects.all().db in REPLICAS
             assert Invoice.objects.all().db == "billing"
@@ -166,14 +173,14 @@ class TestPinnedClusters:
     ) -> None:
         """billing reads use billing's replica, except after billing was written."""
         replication.pause_replay("replica1")  # serves billing_replica
-        with consistency_scope():
+        with consistency_scope(isolated=True):
             invoice = Invoice.objects.create(number=uuid4().hex)
             assert Invoice.objects.get(pk=invoice.pk)._state.db == "billing"
-        with consistency_scope():
+        with consistency_scope(isolated=True):
             assert Invoice.objects.filter(pk=invoice.pk).first() is None
         replication.resume_replay("replica1")
         replication.wait_replayed("replica1")
-        with consistency_scope():
+        with consistency_scope(isolated=True):
             assert Invoice.objects.get(pk=invoice.pk)._state.db == "billing_replica"
 
 
@@ -194,16 +201,42 @@ class TestReplicaSafety:
                 conn.execute("INSERT INTO testapp_article (title) VALUES ('x')")
 
 
+class TestModelsThatFollowOthers:
+    def test_a_proxy_of_user_lives_on_the_auth_database(self, replication: PgCluster) -> None:
+        """A proxy model is placed with its concrete model, whatever app it is in."""
+        from tests.testapp.models import Staff
+
+        with consistency_scope(isolated=True):
+            staff = Staff.objects.create_user(uuid4().hex[:20])
+        assert staff._state.db == "auth_db"
+        with consistency_scope(isolated=True):
+            assert Staff.objects.get(pk=staff.pk)._state.db == "auth_db"
+
+    def test_many_to_many_tables_live_with_the_declaring_model(
+        self, replication: PgCluster
+    ) -> None:
+        """Invoice.tags (an auto-created table) is written and read on billing's cluster."""
+        from tests.billing.models import Tag
+
+        with consistency_scope(isolated=True):
+            invoice = Invoice.objects.create(number="T-1")
+            tag = Tag.objects.create(name="urgent")
+            invoice.tags.add(tag)
+            assert [t.name for t in invoice.tags.all()] == ["urgent"]
+        through = Invoice.tags.through
+        assert through.objects.db_manager().db in ("billing_replica",)
+
+
 class TestDjangoGuideTopology:
     """Django's multi-db guide, written in ROUTERKIT alone (tests/settings.py)."""
 
     def test_auth_reads_and_writes_on_the_auth_database(self, replication: PgCluster) -> None:
         """Users are created on auth_db and read back from it."""
         username = uuid4().hex[:20]
-        with consistency_scope():
+        with consistency_scope(isolated=True):
             user = User.objects.create_user(username, password="pw")
         assert user._state.db == "auth_db"
-        with consistency_scope():
+        with consistency_scope(isolated=True):
             assert User.objects.get(username=username)._state.db == "auth_db"
 
     def test_other_reads_spread_over_both_replicas(self, replication: PgCluster) -> None:
@@ -232,6 +265,6 @@ class TestDjangoGuideTopology:
         )
         assert {"auth_user", "auth_permission", "django_content_type", "django_admin_log"} <= auth
         assert {"testapp_article", "django_session", "django_site", "django_flatpage"} <= main
-        assert billing == {"billing_invoice"}
+        assert billing == {"billing_invoice", "billing_tag", "billing_invoice_tags"}
         assert not auth & main
         assert not any(name.startswith(("testapp_", "billing_")) for name in auth)

@@ -181,6 +181,35 @@ class TestAppRouter:
         assert app_router.allow_relation(Article(), Comment()) is None
 
 
+class TestModelsThatFollowOthers:
+    @override_settings(
+        ROUTERKIT={
+            "DEFAULT": "primary",
+            "APPS": {"billing.Invoice": "billing"},
+            "REPLICAS": {"primary": ["replica1", "replica2"]},
+        }
+    )
+    def test_an_auto_created_through_table_follows_a_model_level_pin(self) -> None:
+        """A model-level APPS entry places the model's many-to-many table too."""
+        through = Invoice.tags.through
+        assert router.db_for_write(through) == "billing"
+        assert (
+            router.allow_migrate(
+                "billing", "billing", model_name=through._meta.model_name, model=through
+            )
+            is True
+        )
+        assert router.allow_migrate("primary", "billing", model=through) is False
+
+    def test_a_proxy_follows_its_concrete_model(self) -> None:
+        """A proxy of auth.User in a project app routes to the auth database."""
+        from tests.testapp.models import Staff
+
+        assert router.db_for_write(Staff) == "auth_db"
+        assert router.allow_migrate("auth_db", "testapp", model_name="staff", model=Staff)
+        assert router.allow_migrate("primary", "testapp", model_name="staff", model=Staff) is False
+
+
 class TestComposition:
     @override_settings(DATABASE_ROUTERS=["routerkit.routers.PrimaryReplicaRouter"])
     def test_primary_replica_router_alone_places_everything_on_default(self) -> None:

@@ -42,6 +42,8 @@ def test_reads_and_transaction_control_are_not_writes(sql: str) -> None:
         "SELECT 1; DELETE FROM t",
         "COPY t FROM STDIN",
         "TRUNCATE t",
+        "SELECT * INTO archive FROM t",
+        "PRAGMA user_version = 3",
         b"SELECT 1",
     ],
 )
@@ -68,7 +70,7 @@ def test_the_tracker_survives_a_users_execute_wrapper(replication: PgCluster) ->
     def in_new_thread() -> None:
         # A new thread gets a fresh connection wrapper with no execute wrappers yet.
         try:
-            with consistency_scope() as scope:
+            with consistency_scope(isolated=True) as scope:
                 with connections["primary"].execute_wrapper(passthrough):
                     Article.objects.using("primary").exists()
                 Article.objects.create(title="after")
@@ -80,3 +82,15 @@ def test_the_tracker_survives_a_users_execute_wrapper(replication: PgCluster) ->
     thread.start()
     thread.join(10)
     assert written == [{"primary"}]
+
+
+def test_mark_written_pins_a_write_routerkit_cannot_see(replication: PgCluster) -> None:
+    """mark_written() after a side-effecting SELECT sends reads to the primary."""
+    from routerkit import mark_written
+
+    with connections["primary"].cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(0)")  # stands for a function that writes
+    assert current_scope().written == set()
+    mark_written("replica1")  # any alias of the cluster names it
+    assert current_scope().written == {"primary"}
+    assert Article.objects.all().db == "primary"

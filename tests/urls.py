@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
+from collections.abc import Iterator
+
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.urls import path
 
 from tests.testapp.models import Article
@@ -23,6 +25,17 @@ def read(request: HttpRequest, pk: int) -> JsonResponse:
     return _describe(Article.objects.filter(pk=pk).first())
 
 
+def create_then_stream(request: HttpRequest) -> StreamingHttpResponse:
+    created = Article.objects.create(title="streamed")
+
+    def body() -> Iterator[str]:
+        # Read while the server sends the body, after the view has returned.
+        found = Article.objects.filter(pk=created.pk).first()
+        yield f"{found is not None} {found._state.db if found else None}"
+
+    return StreamingHttpResponse(body())
+
+
 async def acreate_then_read(request: HttpRequest) -> JsonResponse:
     created = await Article.objects.acreate(title=request.POST["title"])
     return _describe(await Article.objects.filter(pk=created.pk).afirst())
@@ -35,6 +48,7 @@ async def aread(request: HttpRequest, pk: int) -> JsonResponse:
 urlpatterns = [
     path("articles/", create_then_read),
     path("articles/<int:pk>/", read),
+    path("stream/", create_then_stream),
     path("async/articles/", acreate_then_read),
     path("async/articles/<int:pk>/", aread),
 ]

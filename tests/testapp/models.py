@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.contrib.auth.models import User
 from django.db import models
 
 
@@ -16,3 +17,10 @@ class Comment(models.Model):
 
     def __str__(self) -> str:
         return self.body
+
+
+class Staff(User):
+    """A proxy of auth.User in a project app: it must live where auth_user does."""
+
+    class Meta:
+        proxy = True
