@@ -81,12 +81,15 @@ def measure(routers: list[Any], setup: Callable[[], Any], number: int, repeat: i
     from django.contrib.auth.models import User
     from django.db.utils import ConnectionRouter
 
-    from routerkit import consistency_scope
+    from routerkit import consistency, consistency_scope
+    from routerkit.conf import get_config
 
     router = ConnectionRouter(routers)
     decide = router.db_for_read
     runs = []
-    with consistency_scope():  # as ConsistencyMiddleware would open for a request
+    # As ConsistencyMiddleware does for a request: a scope and a health snapshot.
+    with consistency_scope(isolated=True) as scope:
+        consistency.start(scope, None, get_config())
         setup()
         assert decide(User) in [*REPLICAS, "default"]
         decide(User)  # warm caches (placement, connection wrapper)

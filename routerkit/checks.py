@@ -17,6 +17,8 @@ _MIDDLEWARE = "routerkit.middleware.ConsistencyMiddleware"
 
 W005 = "routerkit.W005"
 W006 = "routerkit.W006"
+W007 = "routerkit.W007"
+_SESSIONS = "django.contrib.sessions.middleware.SessionMiddleware"
 
 
 def register() -> None:
@@ -84,6 +86,26 @@ def check_wiring(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> lis
                 hint=f"Add '{_MIDDLEWARE}' near the top of MIDDLEWARE.",
                 obj="MIDDLEWARE",
                 id=W006,
+            )
+        )
+    middleware = list(settings.MIDDLEWARE)
+    if (
+        config.sticky.store == "session"
+        and config.sticky.mode != "off"
+        and _MIDDLEWARE in middleware
+        and (
+            _SESSIONS not in middleware
+            or middleware.index(_SESSIONS) > middleware.index(_MIDDLEWARE)
+        )
+    ):
+        messages.append(
+            Warning(
+                "STICKY['STORE'] is 'session' but SessionMiddleware does not come "
+                "before ConsistencyMiddleware.",
+                hint="Move ConsistencyMiddleware just after SessionMiddleware, or use "
+                "the 'cookie' store.",
+                obj="MIDDLEWARE",
+                id=W007,
             )
         )
     return messages

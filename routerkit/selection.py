@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from routerkit import stats
 from routerkit.conf import Cluster, Config
+from routerkit.health import get_monitor
 from routerkit.state import _forced, _scope, current_scope
 
 if TYPE_CHECKING:
@@ -79,12 +80,9 @@ def _plan_for(config: Config) -> _Plan:
 _picked: tuple[Snapshot, Config, dict[str, Picker]] | None = None
 
 
-def _pickers(snapshot: Snapshot, config: Config) -> dict[str, Picker]:
-    """Balancers over each cluster's usable replicas, built once per snapshot."""
+def _pickers(snapshot: Snapshot, config: Config) -> tuple[Snapshot, Config, dict[str, Picker]]:
+    """Build balancers over each cluster's usable replicas (once per snapshot)."""
     global _picked
-    picked = _picked
-    if picked is not None and picked[0] is snapshot and picked[1] is config:
-        return picked[2]
     pickers = {}
     for primary, usable in snapshot.usable.items():
         cluster = config.cluster(primary)
@@ -94,7 +92,7 @@ def _pickers(snapshot: Snapshot, config: Config) -> dict[str, Picker]:
             )
             pickers[primary] = make_picker(Cluster(primary, usable, weights), config.balancer)
     _picked = (snapshot, config, pickers)
-    return pickers
+    return _picked
 
 
 _current_thread = threading.current_thread
@@ -128,30 +126,29 @@ def read_alias(config: Config, primary: str, hints: Mapping[str, Any]) -> str:
 
     snapshot = scope.snapshot or _unscoped_snapshot(config)
     requirement = scope.requirements.get(primary)
-    if requirement is None:
-        alias = _instance_replica(hints, primary, snapshot, None)
-        if alias is None:
-            pick = _pickers(snapshot, config).get(primary)
+    alias = None
+    if "instance" in hints:
+        alias = _instance_replica(hints["instance"], primary, snapshot, requirement)
+    if alias is None:
+        if requirement is not None:
+            alias = _satisfying(primary, snapshot, requirement)
+        else:
+            picked = _picked
+            if picked is None or picked[0] is not snapshot or picked[1] is not config:
+                picked = _pickers(snapshot, config)
+            pick = picked[2].get(primary)
             alias = pick() if pick is not None else _fallback(primary)
-    else:
-        alias = _instance_replica(hints, primary, snapshot, requirement) or _satisfying(
-            primary, snapshot, requirement
-        )
     scope.read_from.add(alias)
     return alias
 
 
 def _instance_replica(
-    hints: Mapping[str, Any],
-    primary: str,
-    snapshot: Snapshot,
-    requirement: Requirement | None,
+    instance: Any, primary: str, snapshot: Snapshot, requirement: Requirement | None
 ) -> str | None:
     """Follow a relation from the replica its instance came from, if still fit.
 
     One object graph is then read from one snapshot of the data.
     """
-    instance = hints.get("instance")
     if instance is None:
         return None
     source = instance._state.db
@@ -188,8 +185,7 @@ def _fallback(primary: str) -> str:
 
 
 def _unscoped_snapshot(config: Config) -> Snapshot:
-    # Outside ConsistencyMiddleware and consistency_scope() nobody refreshed
-    # health for this unit of work: do it here, at most once per interval.
-    from routerkit.health import get_monitor
-
+    # Outside ConsistencyMiddleware and restore_token() nobody took a health
+    # snapshot for this unit of work: ask the monitor, which probes at most
+    # once per interval.
     return get_monitor(config).refresh_if_due()

@@ -12,7 +12,7 @@ from django.core import checks
 from django.test import override_settings
 
 from routerkit.conf import Cluster, Lag, Sticky, get_config, parse
-from tests.settings import DATABASES, ROUTERKIT
+from tests.settings import DATABASES, MIDDLEWARE, ROUTERKIT
 
 
 def ids(raw: Any) -> list[str]:
@@ -157,6 +157,14 @@ class TestChecks:
         """Replicas configured without ConsistencyMiddleware are flagged."""
         assert check_ids() == ["routerkit.W006"]
 
+    @override_settings(ROUTERKIT={**ROUTERKIT, "STICKY": {"STORE": "session"}})
+    def test_session_store_needs_the_session_middleware_first(self) -> None:
+        """STORE "session" with ConsistencyMiddleware before SessionMiddleware is flagged."""
+        assert check_ids() == ["routerkit.W007"]
+        reordered = [MIDDLEWARE[1], MIDDLEWARE[0], *MIDDLEWARE[2:]]
+        with override_settings(MIDDLEWARE=reordered):
+            assert check_ids() == []
+
     def test_override_settings_is_seen_at_once(self) -> None:
         """The parsed settings are rebuilt when ROUTERKIT changes."""
         before = get_config()
@@ -170,7 +178,9 @@ def test_importing_routerkit_touches_no_settings() -> None:
     """Every module imports with no settings configured at all."""
     code = (
         "import routerkit, routerkit.routers, routerkit.middleware, routerkit.env, "
-        "routerkit.checks, routerkit.selection, routerkit.writes, routerkit.conf, routerkit.apps;"
+        "routerkit.checks, routerkit.selection, routerkit.writes, routerkit.conf, routerkit.apps, "
+        "routerkit.consistency, routerkit.health, routerkit.stores, routerkit.tasks, "
+        "routerkit.lsn, routerkit.stats;"
         "from django.conf import settings; assert not settings.configured; print('clean')"
     )
     result = subprocess.run(

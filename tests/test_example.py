@@ -6,11 +6,14 @@ embedded SQLite default, once on the real PostgreSQL primary and replicas.
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -33,6 +36,16 @@ class Example:
         self.env = env
         self.port = free_ports(1)[0]
         self.process: subprocess.Popen[bytes] | None = None
+        self.opener = urllib.request.build_opener()
+
+    def client(self) -> Example:
+        """Return a client of the same server with its own cookie jar (a browser)."""
+        other = Example.__new__(Example)
+        other.env, other.port, other.process = self.env, self.port, None
+        other.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+        return other
 
     def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -75,7 +88,7 @@ class Example:
         body = urllib.parse.urlencode(data).encode() if data is not None else None
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", body, method=method)
         try:
-            with urllib.request.urlopen(req, timeout=10) as response:
+            with self.opener.open(req, timeout=10) as response:
                 return response.status, dict(response.headers), json.loads(response.read())
         except urllib.error.HTTPError as error:
             return error.code, dict(error.headers), json.loads(error.read())
@@ -122,10 +135,9 @@ def test_embedded_default_passes_every_check(tmp_path: Path) -> None:
     assert "no issues" in result.stdout
 
 
-def test_on_real_replicas_reads_spread_and_writes_land_on_the_primary(
-    replication: PgCluster,
-) -> None:
-    """Against PostgreSQL, notes are written to the primary and read from both replicas."""
+@pytest.fixture
+def on_postgres(replication: PgCluster) -> Iterator[Example]:
+    """The example project on the real primary and its two replicas."""
     replication.create_database("example")
     urls = [
         f"postgres://postgres@127.0.0.1:{node.port}/example"
@@ -133,24 +145,78 @@ def test_on_real_replicas_reads_spread_and_writes_land_on_the_primary(
     ]
     example = Example(example_env(DATABASE_URL=urls[0], DATABASE_REPLICA_URLS=",".join(urls[1:])))
     example.start()
-    try:
-        status, _, created = example.request("POST", "/notes/", {"text": "on postgres"})
-        assert status == 201
-        rows = replication.execute(
-            "primary",
-            "SELECT text FROM notes_note WHERE id = %s",
-            [created["id"]],
-            dbname="example",
-        )
-        assert rows == [("on postgres",)]
-        for replica in replication.replicas:
-            replication.wait_replayed(replica)
-            replication.pause_replay(replica)
-        served = set()
-        for _ in range(30):
-            status, headers, note = example.request("GET", f"/notes/{created['id']}/")
-            assert (status, note["text"]) == (200, "on postgres")
-            served.add(headers["X-Routerkit-Database"])
-        assert served == {"replica1", "replica2"}
-    finally:
-        example.stop()
+    yield example
+    example.stop()
+
+
+def test_on_real_replicas_reads_spread_and_writes_land_on_the_primary(
+    replication: PgCluster, on_postgres: Example
+) -> None:
+    """Against PostgreSQL, notes are written to the primary and read from both replicas."""
+    status, _, created = on_postgres.request("POST", "/notes/", {"text": "on postgres"})
+    assert status == 201
+    rows = replication.execute(
+        "primary", "SELECT text FROM notes_note WHERE id = %s", [created["id"]], dbname="example"
+    )
+    assert rows == [("on postgres",)]
+    for replica in replication.replicas:
+        replication.wait_replayed(replica)
+        replication.pause_replay(replica)
+    served = set()
+    for _ in range(30):
+        status, headers, note = on_postgres.request("GET", f"/notes/{created['id']}/")
+        assert (status, note["text"]) == (200, "on postgres")
+        served.add(headers["X-Routerkit-Database"])
+    assert served == {"replica1", "replica2"}
+
+
+def test_no_client_ever_reads_stale_own_writes_while_replicas_pause_and_resume(
+    replication: PgCluster, on_postgres: Example
+) -> None:
+    """Over HTTP, with replay paused and resumed at random, own writes are always found.
+
+    Reads of other clients' older notes keep going to replicas meanwhile.
+    """
+    seed = [on_postgres.request("POST", "/notes/", {"text": "seed"})[2]["id"] for _ in range(5)]
+    for replica in replication.replicas:
+        replication.wait_replayed(replica)
+    stop = threading.Event()
+    stale: list[object] = []
+    own: dict[str, int] = {}
+    others: dict[str, int] = {}
+
+    def chaos() -> None:
+        rng = random.Random(7)
+        while not stop.is_set():
+            for replica in ("replica1", "replica2"):
+                if rng.random() < 0.5:
+                    replication.pause_replay(replica)
+                else:
+                    replication.resume_replay(replica)
+            stop.wait(0.15)
+
+    def browse(client: Example) -> None:
+        for number in range(25):
+            status, _, created = client.request("POST", "/notes/", {"text": f"note {number}"})
+            assert status == 201
+            status, headers, _ = client.request("GET", f"/notes/{created['id']}/")
+            if status != 200:
+                stale.append(created["id"])
+            own[headers["X-Routerkit-Database"]] = own.get(headers["X-Routerkit-Database"], 0) + 1
+            status, headers, _ = client.request("GET", f"/notes/{random.choice(seed)}/")
+            assert status == 200
+            database = headers["X-Routerkit-Database"]
+            others[database] = others.get(database, 0) + 1
+
+    threads = [threading.Thread(target=chaos)] + [
+        threading.Thread(target=browse, args=(on_postgres.client(),)) for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads[1:]:
+        thread.join(120)
+    stop.set()
+    threads[0].join(10)
+    assert stale == []
+    assert sum(own.values()) == 100
+    assert others.get("replica1", 0) + others.get("replica2", 0) > 0
