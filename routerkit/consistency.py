@@ -115,9 +115,9 @@ def capture(scope: Scope, config: Config, snapshot: Snapshot) -> dict[str, Requi
         if not config.cluster(primary).replicas:
             continue
         previous = requirements.get(primary, Requirement())
-        lsn = None
-        if sticky.mode == "lsn" and snapshot.positional.get(primary, False):
-            lsn = _position_after_commit(primary)
+        # Asked of the primary itself, not of the health snapshot: a process
+        # that has not probed yet must still hand out a position.
+        lsn = _position_after_commit(primary) if sticky.mode == "lsn" else None
         if lsn is not None:
             requirements[primary] = previous.merge(lsn=lsn)
         else:
