@@ -4,11 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-    "$python" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[postgres]"
+source .ci/venv.sh postgres
 .venv/bin/python example_project/manage.py migrate --noinput
 echo "routerkit example: http://127.0.0.1:${PORT:-8000}/  (POST /notes/ text=..., GET /notes/<id>/)"
 exec .venv/bin/python example_project/manage.py runserver "127.0.0.1:${PORT:-8000}"

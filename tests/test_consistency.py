@@ -50,6 +50,15 @@ def served(client: Client, pk: int) -> tuple[int, str | None]:
     return response.status_code, response.json().get("db")
 
 
+def written_while_paused(cluster: PgCluster, client: Client) -> int:
+    """Pause replay on both replicas, then let `client` create an article; return its pk."""
+    for replica in REPLICAS:
+        cluster.pause_replay(replica)
+    pk = post(client)
+    refresh()
+    return pk
+
+
 def post(client: Client) -> int:
     response = client.post("/articles/", {"title": uuid4().hex})
     assert response.status_code == 200
@@ -71,10 +80,7 @@ class TestReadYourWrites:
         self, cluster: PgCluster, client: Client
     ) -> None:
         """No replica has replayed the write: the primary answers, and finds the row."""
-        for replica in REPLICAS:
-            cluster.pause_replay(replica)
-        pk = post(client)
-        refresh()
+        pk = written_while_paused(cluster, client)
         assert served(client, pk) == (200, "primary")
 
     def test_after_resume_replicas_serve_again_and_the_token_is_dropped(
@@ -98,10 +104,7 @@ class TestReadYourWrites:
         self, cluster: PgCluster, client: Client
     ) -> None:
         """Another client, with no token, reads from replicas while replay is paused."""
-        for replica in REPLICAS:
-            cluster.pause_replay(replica)
-        pk = post(client)
-        refresh()
+        pk = written_while_paused(cluster, client)
         other = Client()
         assert served(other, pk) == (404, None)  # a paused replica: stale, as it may be
         assert served(client, pk) == (200, "primary")
