@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source .ci/venv.sh dev "django-multidb-router==0.11" "django-replicated==2.7"
-exec .venv/bin/python benchmarks/routing.py --write-readme "$@"
+.venv/bin/python benchmarks/routing.py --write-readme "$@"
+exec .venv/bin/python benchmarks/validate.py --write-readme

@@ -24,6 +24,28 @@ _SESSIONS = "django.contrib.sessions.middleware.SessionMiddleware"
 def register() -> None:
     checks.register(check_settings, "routerkit")
     checks.register(check_wiring, "routerkit")
+    checks.register(check_routing, "routerkit")
+    checks.register(check_databases, "routerkit", checks.Tags.database)
+
+
+def check_routing(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """Relations across databases, contrib placement, migrations (E001-E007, W001-W003)."""
+    from routerkit.validation.static import check_static
+
+    return check_static()
+
+
+def check_databases(
+    app_configs: Sequence[Any] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Live rules (E006, W004, W008, I001), only for `manage.py check --database ...`."""
+    if not databases:
+        return []
+    from routerkit.validation.live import check_live
+
+    return check_live(databases)
 
 
 def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:

@@ -45,6 +45,8 @@ DATABASES: dict[str, dict[str, Any]] = {
     "auth_db": _pg(primary_port, "routerkit_auth"),
     "billing": _pg(primary_port, "routerkit_billing"),
     "billing_replica": _replica(replica1_port, "routerkit_billing", "billing"),
+    # Not a replica, and no test mirror: validator tests name it as one by mistake.
+    "reporting": _pg(primary_port, "routerkit"),
 }
 
 ROUTERKIT = {

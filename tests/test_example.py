@@ -149,6 +149,31 @@ def on_postgres(replication: PgCluster) -> Iterator[Example]:
     example.stop()
 
 
+def test_the_example_project_validates_clean(tmp_path: Path) -> None:
+    """`manage.py routerkit_validate` finds nothing in the example project."""
+    example = Example(example_env(EXAMPLE_SQLITE_PATH=str(tmp_path / "db.sqlite3")))
+    result = example.manage("routerkit_validate", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("No findings.")
+
+
+def test_the_broken_variant_reports_exactly_its_faults(tmp_path: Path) -> None:
+    """example_project.settings_broken: E001 twice, E002 and W003, and exit status 1."""
+    env = example_env(
+        EXAMPLE_SQLITE_PATH=str(tmp_path / "db.sqlite3"),
+        DJANGO_SETTINGS_MODULE="example_project.settings_broken",
+    )
+    result = Example(env).manage("routerkit_validate", "--format", "json")
+    assert result.returncode == 1, result.stderr
+    found = sorted((f["id"], f["obj"]) for f in json.loads(result.stdout))
+    assert found == [
+        ("routerkit.E001", "admin.LogEntry.content_type"),
+        ("routerkit.E001", "admin.LogEntry.user"),
+        ("routerkit.E002", "django.contrib.admin"),
+        ("routerkit.W003", "replica1"),
+    ]
+
+
 def test_on_real_replicas_reads_spread_and_writes_land_on_the_primary(
     replication: PgCluster, on_postgres: Example
 ) -> None:

@@ -24,3 +24,30 @@ class Staff(User):
 
     class Meta:
         proxy = True
+
+
+class Counter(models.Model):
+    """A model with no relations, for placement rules."""
+
+    name = models.CharField(max_length=50)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Label(models.Model):
+    name = models.CharField(max_length=50)
+    articles = models.ManyToManyField(Article, through="Labelling", related_name="labels")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Labelling(models.Model):
+    """An explicit many-to-many through model."""
+
+    label = models.ForeignKey(Label, on_delete=models.CASCADE)
+    article = models.ForeignKey(Article, on_delete=models.CASCADE)
+
+    def __str__(self) -> str:
+        return f"{self.label_id}:{self.article_id}"

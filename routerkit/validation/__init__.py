@@ -1,0 +1,27 @@
+"""The validator: cross-database relations, contrib placement, live tables and roles.
+
+One pure function, two front doors: the system checks and
+``manage.py routerkit_validate`` both call `validate()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.core.checks import CheckMessage
+
+from routerkit.validation.live import check_live
+from routerkit.validation.static import check_static
+
+
+def validate(databases: Iterable[str] | None = None) -> list[CheckMessage]:
+    """Return every finding: the static rules, and the live ones for `databases`."""
+    from routerkit.checks import check_settings, check_wiring
+
+    messages = [*check_settings(), *check_wiring(), *check_static()]
+    if databases:
+        messages += check_live(databases)
+    return messages
+
+
+__all__ = ["validate"]

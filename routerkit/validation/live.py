@@ -1,0 +1,155 @@
+"""Rules checked against the live databases named with --database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+
+from django.apps import apps
+from django.core.checks import CheckMessage, Error, Info, Warning
+from django.db import connections, router
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.recorder import MigrationRecorder
+from django.db.utils import DatabaseError
+
+from routerkit.conf import get_config
+from routerkit.health import Monitor
+from routerkit.health.probes import ProbeError, probe_for
+from routerkit.lsn import format_lsn
+from routerkit.validation.static import Placement, has_table
+
+# A command may wait longer than a request would for a slow server.
+LIVE_TIMEOUT = 2.0
+
+
+def check_live(databases: Iterable[str]) -> list[CheckMessage]:
+    """Run the live rules on the named databases; return Django check messages."""
+    config = get_config()
+    placement = Placement(config)
+    named = list(dict.fromkeys(databases))
+    messages: list[CheckMessage] = []
+    for alias in named:
+        if alias in placement.replicas:
+            continue  # a replica has its primary's tables; its role is checked below
+        messages += _tables(placement, alias)
+    messages += _roles(placement, named)
+    return messages
+
+
+def _tables(placement: Placement, alias: str) -> list[CheckMessage]:
+    connection = connections[alias]
+    try:
+        with connection.cursor() as cursor:
+            tables = set(connection.introspection.table_names(cursor))
+        recorder = MigrationRecorder(connection)
+        applied = (
+            {app for app, _ in recorder.applied_migrations()} if recorder.has_table() else set()
+        )
+    except DatabaseError:
+        return [
+            Warning(
+                f"Cannot connect to {alias!r} to look at its tables.",
+                hint="Check that the server is up and the settings are right.",
+                obj=alias,
+                id="routerkit.W004",
+            )
+        ]
+    # An app whose migrations have not run here yet is pending, not broken:
+    # `migrate` (which runs these checks first) is about to create its tables.
+    migrated_apps = MigrationLoader(None, ignore_no_migrations=True).migrated_apps
+    messages: list[CheckMessage] = []
+    for model in apps.get_models(include_auto_created=True):
+        if not has_table(model):
+            continue
+        table = model._meta.db_table
+        migrates = router.allow_migrate_model(alias, model)
+        app_label = model._meta.app_label
+        pending = app_label in migrated_apps and app_label not in applied
+        if placement.write(model) == alias and migrates and table not in tables and not pending:
+            messages.append(
+                Error(
+                    f"Table {table!r} of {model._meta.label} is missing on {alias!r}, "
+                    "where its writes go.",
+                    hint=f"Its migrations are recorded as applied on {alias!r}: the table "
+                    "was dropped or renamed outside migrations. Restore it, or "
+                    f"`migrate {app_label} zero --fake` and migrate again."
+                    if app_label in applied
+                    else f"Run `manage.py migrate --run-syncdb --database {alias}`.",
+                    obj=model,
+                    id="routerkit.E006",
+                )
+            )
+        elif not migrates and table in tables:
+            messages.append(
+                Warning(
+                    f"Table {table!r} of {model._meta.label} exists on {alias!r}, where "
+                    "it may not migrate: it will not follow schema changes.",
+                    hint="Drop the stale copy, or let the model migrate there.",
+                    obj=model,
+                    id="routerkit.W008",
+                )
+            )
+    return messages
+
+
+def _roles(placement: Placement, named: list[str]) -> list[CheckMessage]:
+    config = placement.config
+    messages: list[CheckMessage] = []
+    primaries = {a for a in named if a in config.clusters}
+    primaries |= {config.replica_of[a] for a in named if a in config.replica_of}
+    for primary in sorted(primaries):
+        if connections[primary].vendor != "postgresql":
+            continue
+        try:
+            status = probe_for(primary, LIVE_TIMEOUT).primary()
+        except ProbeError:
+            continue  # reported by _tables() when named
+        if status.in_recovery:
+            messages.append(
+                Warning(
+                    f"Primary {primary!r} is in recovery: it is a standby.",
+                    hint="Point this alias at the current primary.",
+                    obj=primary,
+                    id="routerkit.W004",
+                )
+            )
+    if not primaries:
+        return messages
+    monitor = Monitor(replace(config, lag=replace(config.lag, timeout=LIVE_TIMEOUT)))
+    try:
+        snapshot = monitor.refresh()
+    finally:
+        monitor.close()
+    for replica, health in sorted(snapshot.replicas.items()):
+        if health.primary not in primaries:
+            continue
+        problem = _ROLE_PROBLEMS.get(health.state)
+        if problem is not None:
+            messages.append(
+                Warning(
+                    f"Replica {replica!r} {problem}.",
+                    hint="Reads avoid it until this is fixed; check the server and "
+                    "its replication settings.",
+                    obj=replica,
+                    id="routerkit.W004",
+                )
+            )
+        if health.lag_bytes is not None:
+            position = format_lsn(health.replay_lsn) if health.replay_lsn is not None else "?"
+            messages.append(
+                Info(
+                    f"Replica {replica!r}: {health.state}, lag {health.lag_bytes} bytes, "
+                    f"{health.lag_seconds or 0.0:.3f} s, replayed up to {position}.",
+                    obj=replica,
+                    id="routerkit.I001",
+                )
+            )
+    return messages
+
+
+_ROLE_PROBLEMS = {
+    "not_replica": "is not in recovery: it is a primary, not a replica",
+    "receiver_down": "is not streaming from its primary",
+    "down": "cannot be reached",
+    "unknown": "did not report its replication state in time",
+}
