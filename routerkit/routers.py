@@ -17,7 +17,7 @@ from django.db.models import Model
 
 from routerkit import conf
 from routerkit.conf import Config, get_config
-from routerkit.selection import read_alias
+from routerkit.selection import count_write, read_alias
 
 _UNKNOWN = object()
 
@@ -53,7 +53,10 @@ class _BaseRouter:
         return read_alias(self._config, primary, hints)  # type: ignore[arg-type]
 
     def db_for_write(self, model: type[Model], **hints: Any) -> str | None:
-        return self._primary(model)
+        primary = self._primary(model)
+        if primary is not None:
+            count_write(self._config, primary)  # type: ignore[arg-type]
+        return primary
 
     def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool | None:
         primary1 = self._primary(type(obj1))

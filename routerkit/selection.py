@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from routerkit import stats
+from routerkit import metrics
 from routerkit.conf import Cluster, Config
-from routerkit.health import get_monitor
-from routerkit.state import _forced, _scope, current_scope
+from routerkit.health import LAGGING, get_monitor
+from routerkit.state import Scope, _forced, _scope, current_scope
 
 if TYPE_CHECKING:
     from routerkit.consistency import Requirement
@@ -105,41 +105,59 @@ def read_alias(config: Config, primary: str, hints: Mapping[str, Any]) -> str:
     plan = _plan
     if plan is None or plan.config is not config:
         plan = _plan_for(config)
-    if primary not in plan.clusters:
-        return primary
     scope = _scope.get() or current_scope()
-    if _forced.get() or primary in scope.written:
-        scope.read_from.add(primary)
-        return primary
-    cached = scope._connections.get(primary)
-    connection = (
-        cached[1]
-        if cached is not None and cached[0] is _current_thread()
-        else scope.connection(primary)
-    )
-    # Inside a transaction on the primary, reads must see its uncommitted
-    # writes and its locks. This also keeps TestCase tests (which run inside
-    # an atomic block) reading the data they created.
-    if connection.in_atomic_block:
-        scope.read_from.add(primary)
-        return primary
-
-    snapshot = scope.snapshot or _unscoped_snapshot(config)
-    requirement = scope.requirements.get(primary)
-    alias = None
-    if "instance" in hints:
-        alias = _instance_replica(hints["instance"], primary, snapshot, requirement)
-    if alias is None:
-        if requirement is not None:
-            alias = _satisfying(primary, snapshot, requirement)
+    if primary not in plan.clusters:
+        alias, reason = primary, metrics.PRIMARY
+    elif _forced.get():
+        alias, reason = primary, metrics.FORCED
+    elif primary in scope.written:
+        alias, reason = primary, metrics.WRITTEN
+    elif _in_transaction(scope, primary):
+        # Reads must see the transaction's uncommitted writes and its locks.
+        # This also keeps TestCase tests (which run inside an atomic block)
+        # reading the data they created.
+        alias, reason = primary, metrics.TRANSACTION
+    else:
+        snapshot = scope.snapshot or _unscoped_snapshot(config)
+        requirement = scope.requirements.get(primary)
+        source = None
+        if "instance" in hints:
+            source = _instance_replica(hints["instance"], primary, snapshot, requirement)
+        if source is not None:
+            alias, reason = source, metrics.REPLICA
+        elif requirement is not None:
+            alias, reason = _satisfying(primary, snapshot, requirement)
         else:
             picked = _picked
             if picked is None or picked[0] is not snapshot or picked[1] is not config:
                 picked = _pickers(snapshot, config)
             pick = picked[2].get(primary)
-            alias = pick() if pick is not None else _fallback(primary)
+            if pick is not None:
+                alias, reason = pick(), metrics.REPLICA
+            else:
+                alias, reason = primary, _why_no_replica(primary, snapshot)
     scope.read_from.add(alias)
+    if config.metrics:
+        # A dict increment here; the Prometheus counter gets it when the scope ends.
+        counts = scope.counts
+        key = ("read", alias, reason)
+        counts[key] = counts.get(key, 0) + 1
     return alias
+
+
+def _in_transaction(scope: Scope, primary: str) -> bool:
+    cached = scope._connections.get(primary)
+    if cached is not None and cached[0] is _current_thread():
+        return cached[1].in_atomic_block
+    return scope.connection(primary).in_atomic_block
+
+
+def count_write(config: Config, primary: str) -> None:
+    """Count a write decision (off the read path: writes are rarer)."""
+    if config.metrics:
+        counts = (_scope.get() or current_scope()).counts
+        key = ("write", primary, metrics.PRIMARY)
+        counts[key] = counts.get(key, 0) + 1
 
 
 def _instance_replica(
@@ -168,20 +186,22 @@ def _fits(snapshot: Snapshot, replica: str, requirement: Requirement) -> bool:
     return position is not None and position >= requirement.lsn
 
 
-def _satisfying(primary: str, snapshot: Snapshot, requirement: Requirement) -> str:
+def _satisfying(primary: str, snapshot: Snapshot, requirement: Requirement) -> tuple[str, str]:
     """Pick a usable replica that meets the client's requirement, else the primary."""
     candidates = [r for r in snapshot.usable.get(primary, ()) if _fits(snapshot, r, requirement)]
-    if not candidates:
-        stats.incr("read_primary", primary, "token_pending")
-        return primary
-    return candidates[int(random.random() * len(candidates))]
+    if candidates:
+        return candidates[int(random.random() * len(candidates))], metrics.REPLICA
+    if not snapshot.usable.get(primary):
+        return primary, _why_no_replica(primary, snapshot)
+    if requirement.until is not None and requirement.until > time.time():
+        return primary, metrics.STICKY
+    return primary, metrics.TOKEN_PENDING
 
 
-def _fallback(primary: str) -> str:
-    # No usable replica: the primary serves the read (counted, so that a
-    # cascade of all reads onto the primary shows in the metrics).
-    stats.incr("read_primary", primary, "no_replica")
-    return primary
+def _why_no_replica(primary: str, snapshot: Snapshot) -> str:
+    # All reads of the cluster fall on the primary: say whether lag did it.
+    lagging = any(h.state == LAGGING and h.primary == primary for h in snapshot.replicas.values())
+    return metrics.LAGGING if lagging else metrics.UNHEALTHY
 
 
 def _unscoped_snapshot(config: Config) -> Snapshot:

@@ -31,7 +31,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Scope:
     """Routing state of one request or task."""
 
-    __slots__ = ("_connections", "implicit", "read_from", "requirements", "snapshot", "written")
+    __slots__ = (
+        "_connections",
+        "counts",
+        "implicit",
+        "read_from",
+        "requirements",
+        "snapshot",
+        "written",
+    )
 
     def __init__(self, *, implicit: bool = False) -> None:
         # Created on demand outside any request or task (see current_scope()).
@@ -44,6 +52,8 @@ class Scope:
         self.requirements: dict[str, Requirement] = {}
         # Replica health as of the start of this scope; None: ask the monitor.
         self.snapshot: Snapshot | None = None
+        # (operation, database, reason) -> decisions, until flushed to the metrics.
+        self.counts: dict[tuple[str, str, str], int] = {}
         # alias -> (thread, connection wrapper). Looking a wrapper up through
         # django.db.connections costs more than the rest of a routing decision
         # (asgiref's Local takes a lock), so it is done once per scope and
@@ -91,6 +101,10 @@ def entered(scope: Scope) -> Iterator[Scope]:
         yield scope
     finally:
         _scope.reset(token)
+        if scope.counts:
+            from routerkit.metrics import get_metrics
+
+            get_metrics().flush(scope)
 
 
 def is_forced() -> bool:
@@ -175,6 +189,10 @@ class consistency_scope(_Block):  # noqa: N801 - used like contextlib's lower-ca
         if parent is not None:
             parent.written |= scope.written
             parent.read_from |= scope.read_from
+        if scope.counts:
+            from routerkit.metrics import get_metrics
+
+            get_metrics().flush(scope)
 
 
 class use_primary(_Block):  # noqa: N801 - used like contextlib's lower-case helpers

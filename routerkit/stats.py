@@ -1,18 +1,23 @@
-"""In-process counters for events off the hot path (rejected tokens, probe failures).
+"""In-process counts of events off the hot path (rejected tokens, probe failures).
 
-Plain dict increments: the Prometheus layer reads them at scrape time.
+routerkit.metrics exports them as Prometheus counters once installed.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 counts: Counter[tuple[str, ...]] = Counter()
+# Set by routerkit.metrics.install(): exports the events that have a metric.
+listener: Callable[[tuple[str, ...]], None] | None = None
 
 
 def incr(*key: str) -> None:
     """Count one event, e.g. ``incr("token_rejected", "tampered")``."""
     counts[key] += 1
+    if listener is not None:
+        listener(key)
 
 
 def get(*key: str) -> int:

@@ -12,7 +12,17 @@ if [ -z "${ROUTERKIT_PG_BINDIR:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
+    apt_updated=1
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+fi
+
+# promtool and a Prometheus server, for the metrics tests.
+if ! command -v promtool >/dev/null 2>&1; then
+    echo "tests/run.sh: installing Prometheus from apt" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    [ -n "${apt_updated:-}" ] || $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq prometheus >/dev/null
 fi
 
 .venv/bin/ruff check routerkit tests example_project benchmarks

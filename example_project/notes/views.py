@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -11,6 +13,16 @@ from example_project.notes.models import Note
 
 MAX_TEXT = 10_000
 SERVED_BY = "X-Routerkit-Database"
+# Access control of /metrics, from the environment: METRICS_ALLOW (addresses or
+# networks, comma-separated) and METRICS_TOKEN (a bearer token). Open when unset.
+METRICS_ACCESS = {
+    key: value
+    for key, value in {
+        "allow": [a.strip() for a in os.environ.get("METRICS_ALLOW", "").split(",") if a.strip()],
+        "token": os.environ.get("METRICS_TOKEN") or None,
+    }.items()
+    if value
+}
 
 
 @require_GET
@@ -20,7 +32,7 @@ def index(request: HttpRequest) -> JsonResponse:
         {
             "primary": settings.ROUTERKIT["DEFAULT"],
             "replicas": replicas.get(settings.ROUTERKIT["DEFAULT"], []),
-            "endpoints": ["POST /notes/ text=...", "GET /notes/<id>/"],
+            "endpoints": ["POST /notes/ text=...", "GET /notes/<id>/", "GET /metrics"],
         }
     )
 

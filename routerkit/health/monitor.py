@@ -242,6 +242,10 @@ class Monitor:
         )
         self._last = time.monotonic()
         self._due = self._last + lag.interval * random.uniform(0.8, 1.2)
+        if config.metrics:
+            from routerkit.metrics import get_metrics
+
+            get_metrics().observe(self.snapshot)
 
     def _judge(
         self, replica: str, primary: str, status: ReplicaStatus, primary_lsn: int | None

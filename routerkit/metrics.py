@@ -1,0 +1,152 @@
+"""Prometheus metrics: where reads went and why, replica lag and health.
+
+Nothing is registered at import. `install(registry)` creates the metrics on a
+registry (tests pass a fresh CollectorRegistry); otherwise the first use
+creates them on prometheus_client's default registry.
+
+Routing decisions are the hot path: a decision adds one to a plain dict on
+its request's scope, and the scope's counts go into the Prometheus counter
+when the scope ends (a prometheus_client Counter costs more per increment than
+a whole routing decision). In multiprocess mode (PROMETHEUS_MULTIPROC_DIR) the
+flush is what writes the shared files, so every worker's decisions are seen.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from routerkit import stats
+
+if TYPE_CHECKING:
+    from routerkit.health import Snapshot
+    from routerkit.state import Scope
+
+# Why a decision went where it did.
+PRIMARY = "primary"  # the cluster has no replicas, or the operation is a write
+REPLICA = "replica"  # a usable replica that meets the client's requirement
+FORCED = "forced"  # use_primary()
+WRITTEN = "written"  # this request or task wrote to the primary
+TRANSACTION = "transaction"  # inside atomic() on the primary
+STICKY = "sticky"  # the client's time window after a write (STICKY MODE "time")
+TOKEN_PENDING = "token_pending"  # no usable replica has replayed the client's position
+LAGGING = "lagging"  # no usable replica; at least one is out for lag
+UNHEALTHY = "unhealthy"  # no usable replica: down, unknown or mis-pointed
+REASONS = (
+    PRIMARY,
+    REPLICA,
+    FORCED,
+    WRITTEN,
+    TRANSACTION,
+    STICKY,
+    TOKEN_PENDING,
+    LAGGING,
+    UNHEALTHY,
+)
+
+PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """routerkit's metrics on one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.decisions = Counter(
+            "routerkit_route_decisions",
+            "Routing decisions, by operation, chosen database and reason.",
+            ["operation", "database", "reason"],
+            registry=registry,
+        )
+        # In multiprocess mode every worker measures the same replicas: the
+        # most recent measurement is the one to show.
+        self.lag_seconds = Gauge(
+            "routerkit_replica_lag_seconds",
+            "Replay lag of a replica in seconds (0 when it has replayed all the primary has).",
+            ["database"],
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.lag_bytes = Gauge(
+            "routerkit_replica_lag_bytes",
+            "Replay lag of a replica in bytes of WAL.",
+            ["database"],
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.healthy = Gauge(
+            "routerkit_replica_healthy",
+            "1 if the replica is in the read rotation, else 0.",
+            ["database"],
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.probe_duration = Histogram(
+            "routerkit_probe_duration_seconds",
+            "Time taken by one health probe of a replica.",
+            ["database"],
+            buckets=PROBE_BUCKETS,
+            registry=registry,
+        )
+        self.probe_failures = Counter(
+            "routerkit_probe_failures",
+            "Health probes that failed or timed out.",
+            ["database"],
+            registry=registry,
+        )
+        self.tokens_rejected = Counter(
+            "routerkit_tokens_rejected",
+            "Consistency tokens ignored, by reason (tampered, expired, oversized, malformed).",
+            ["reason"],
+            registry=registry,
+        )
+
+    def flush(self, scope: Scope) -> None:
+        """Move a scope's decision counts into the decisions counter."""
+        counts, scope.counts = scope.counts, {}
+        for (operation, database, reason), number in counts.items():
+            self.decisions.labels(operation, database, reason).inc(number)
+
+    def observe(self, snapshot: Snapshot) -> None:
+        """Record a health snapshot: lag, health and probe times of every replica."""
+        for alias, health in snapshot.replicas.items():
+            self.healthy.labels(alias).set(1 if health.healthy else 0)
+            if health.lag_seconds is not None:
+                self.lag_seconds.labels(alias).set(health.lag_seconds)
+            if health.lag_bytes is not None:
+                self.lag_bytes.labels(alias).set(health.lag_bytes)
+            if health.probe_seconds is not None:
+                self.probe_duration.labels(alias).observe(health.probe_seconds)
+
+    def event(self, key: tuple[str, ...]) -> None:
+        """Export the stats events that have a metric."""
+        if key[0] == "token_rejected":
+            self.tokens_rejected.labels(key[1]).inc()
+        elif key[0] == "probe_failure":
+            self.probe_failures.labels(key[1]).inc()
+
+
+_metrics: Metrics | None = None
+_lock = threading.Lock()
+
+
+def install(registry: CollectorRegistry | None = None) -> Metrics:
+    """Create routerkit's metrics on `registry` (default: prometheus_client's) and use them."""
+    global _metrics
+    with _lock:
+        _metrics = Metrics(registry if registry is not None else REGISTRY)
+        stats.listener = _metrics.event
+    return _metrics
+
+
+def get_metrics() -> Metrics:
+    """Return the metrics in use, creating them on the default registry on first use."""
+    metrics = _metrics
+    if metrics is None:
+        with _lock:
+            metrics = _metrics
+        if metrics is None:
+            metrics = install()
+    return metrics
