@@ -7,23 +7,23 @@ cd "$(dirname "$0")/.."
 
 source .ci/venv.sh dev
 
-if [ -z "${ROUTERKIT_PG_BINDIR:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-    echo "tests/run.sh: installing PostgreSQL from apt" >&2
-    sudo=""
+apt_install() {  # install a Debian package (as root, or through sudo)
+    local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    apt_updated=1
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
-fi
+    echo "tests/run.sh: installing $1 from apt" >&2
+    if [ -z "${apt_updated:-}" ]; then
+        $sudo apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$1" >/dev/null
+}
 
-# promtool and a Prometheus server, for the metrics tests.
-if ! command -v promtool >/dev/null 2>&1; then
-    echo "tests/run.sh: installing Prometheus from apt" >&2
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    [ -n "${apt_updated:-}" ] || $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq prometheus >/dev/null
+# A real PostgreSQL for the replication tests; promtool and a Prometheus server
+# for the metrics tests.
+if [ -z "${ROUTERKIT_PG_BINDIR:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    apt_install postgresql
 fi
+command -v promtool >/dev/null 2>&1 || apt_install prometheus
 
 .venv/bin/ruff check routerkit tests example_project benchmarks
 .venv/bin/ruff format --check routerkit tests example_project benchmarks
