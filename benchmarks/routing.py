@@ -23,6 +23,7 @@ from django.conf import settings
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- benchmark:routing:start -->", "<!-- benchmark:routing:end -->"
 REPLICAS = ["replica1", "replica2"]
+METRICS_OFF = ", metrics off"
 
 
 def configure() -> None:
@@ -53,7 +54,10 @@ class DocsPrimaryReplicaRouter:
 
 
 def cases() -> dict[str, tuple[list[Any], Callable[[], Any]]]:
-    """name -> (routers, a per-run set-up that puts the router in its GET state)."""
+    """name -> (routers, a per-run set-up that puts the router in its GET state).
+
+    A name ending in METRICS_OFF runs with ROUTERKIT["METRICS"] = False.
+    """
     from django_replicated.router import ReplicationRouter
     from multidb import PinningReplicaRouter
 
@@ -69,6 +73,7 @@ def cases() -> dict[str, tuple[list[Any], Callable[[], Any]]]:
             lambda: replicated.init("slave"),
         ),
         "routerkit PrimaryReplicaRouter": ([PrimaryReplicaRouter()], lambda: None),
+        f"routerkit PrimaryReplicaRouter{METRICS_OFF}": ([PrimaryReplicaRouter()], lambda: None),
         "routerkit Contrib + App + PrimaryReplica": (
             [ContribRouter(), AppRouter(), PrimaryReplicaRouter()],
             lambda: None,
@@ -76,10 +81,13 @@ def cases() -> dict[str, tuple[list[Any], Callable[[], Any]]]:
     }
 
 
-def measure(routers: list[Any], setup: Callable[[], Any], number: int, repeat: int) -> float:
+def measure(
+    name: str, routers: list[Any], setup: Callable[[], Any], number: int, repeat: int
+) -> float:
     """Median nanoseconds per read decision over `repeat` runs."""
     from django.contrib.auth.models import User
     from django.db.utils import ConnectionRouter
+    from django.test import override_settings
 
     from routerkit import consistency, consistency_scope
     from routerkit.conf import get_config
@@ -87,15 +95,23 @@ def measure(routers: list[Any], setup: Callable[[], Any], number: int, repeat: i
     router = ConnectionRouter(routers)
     decide = router.db_for_read
     runs = []
+    metrics_on = not name.endswith(METRICS_OFF)
+    overridden = override_settings(
+        ROUTERKIT={"REPLICAS": {"default": REPLICAS}, "METRICS": metrics_on}
+    )
+    overridden.enable()
     # As ConsistencyMiddleware does for a request: a scope and a health snapshot.
-    with consistency_scope(isolated=True) as scope:
-        consistency.start(scope, None, get_config())
-        setup()
-        assert decide(User) in [*REPLICAS, "default"]
-        decide(User)  # warm caches (placement, connection wrapper)
-        for _ in range(repeat):
-            seconds = timeit.timeit(lambda: decide(User), number=number)
-            runs.append(seconds / number * 1e9)
+    try:
+        with consistency_scope(isolated=True) as scope:
+            consistency.start(scope, None, get_config())
+            setup()
+            assert decide(User) in [*REPLICAS, "default"]
+            decide(User)  # warm caches (placement, connection wrapper)
+            for _ in range(repeat):
+                seconds = timeit.timeit(lambda: decide(User), number=number)
+                runs.append(seconds / number * 1e9)
+    finally:
+        overridden.disable()
     return statistics.median(runs)
 
 
@@ -119,7 +135,7 @@ def main() -> None:
 
     configure()
     results = {
-        name: measure(routers, setup, args.number, args.repeat)
+        name: measure(name, routers, setup, args.number, args.repeat)
         for name, (routers, setup) in cases().items()
     }
     body = table(results)

@@ -105,9 +105,12 @@ class Metrics:
 
     def flush(self, scope: Scope) -> None:
         """Move a scope's decision counts into the decisions counter."""
-        counts, scope.counts = scope.counts, {}
-        for (operation, database, reason), number in counts.items():
-            self.decisions.labels(operation, database, reason).inc(number)
+        reads, writes = scope.take_counts()
+        for reason, by_database in reads.items():
+            for database, number in by_database.items():
+                self.decisions.labels("read", database, reason).inc(number)
+        for database, number in writes.items():
+            self.decisions.labels("write", database, PRIMARY).inc(number)
 
     def observe(self, snapshot: Snapshot) -> None:
         """Record a health snapshot: lag, health and probe times of every replica."""
@@ -135,10 +138,14 @@ _lock = threading.Lock()
 def install(registry: CollectorRegistry | None = None) -> Metrics:
     """Create routerkit's metrics on `registry` (default: prometheus_client's) and use them."""
     global _metrics
+    registry = registry if registry is not None else REGISTRY
     with _lock:
-        _metrics = Metrics(registry if registry is not None else REGISTRY)
-        stats.listener = _metrics.event
-    return _metrics
+        if _metrics is None or _metrics.registry is not registry:
+            # A registry takes each metric name once: installing twice on the
+            # same one keeps the metrics already there.
+            _metrics = Metrics(registry)
+            stats.listener = _metrics.event
+        return _metrics
 
 
 def get_metrics() -> Metrics:

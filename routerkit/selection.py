@@ -138,10 +138,9 @@ def read_alias(config: Config, primary: str, hints: Mapping[str, Any]) -> str:
                 alias, reason = primary, _why_no_replica(primary, snapshot)
     scope.read_from.add(alias)
     if config.metrics:
-        # A dict increment here; the Prometheus counter gets it when the scope ends.
-        counts = scope.counts
-        key = ("read", alias, reason)
-        counts[key] = counts.get(key, 0) + 1
+        # Two dict lookups here; the Prometheus counter gets the sum when the
+        # scope ends.
+        scope.reads[reason][alias] += 1
     return alias
 
 
@@ -155,9 +154,7 @@ def _in_transaction(scope: Scope, primary: str) -> bool:
 def count_write(config: Config, primary: str) -> None:
     """Count a write decision (off the read path: writes are rarer)."""
     if config.metrics:
-        counts = (_scope.get() or current_scope()).counts
-        key = ("write", primary, metrics.PRIMARY)
-        counts[key] = counts.get(key, 0) + 1
+        (_scope.get() or current_scope()).writes[primary] += 1
 
 
 def _instance_replica(

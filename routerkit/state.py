@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -33,11 +34,12 @@ class Scope:
 
     __slots__ = (
         "_connections",
-        "counts",
         "implicit",
         "read_from",
+        "reads",
         "requirements",
         "snapshot",
+        "writes",
         "written",
     )
 
@@ -52,14 +54,27 @@ class Scope:
         self.requirements: dict[str, Requirement] = {}
         # Replica health as of the start of this scope; None: ask the monitor.
         self.snapshot: Snapshot | None = None
-        # (operation, database, reason) -> decisions, until flushed to the metrics.
-        self.counts: dict[tuple[str, str, str], int] = {}
+        # Decisions until flushed to the metrics: reason -> database -> count
+        # for reads, database -> count for writes.
+        self.reads: defaultdict[str, defaultdict[str, int]] = _reads()
+        self.writes: defaultdict[str, int] = defaultdict(int)
         # alias -> (thread, connection wrapper). Looking a wrapper up through
         # django.db.connections costs more than the rest of a routing decision
         # (asgiref's Local takes a lock), so it is done once per scope and
         # thread. Django keeps one wrapper per alias and thread; the thread
         # object (not its id, which a new thread may reuse) is what we check.
         self._connections: dict[str, tuple[threading.Thread, BaseDatabaseWrapper]] = {}
+
+    @property
+    def counted(self) -> bool:
+        """Tell whether decisions are waiting to be flushed to the metrics."""
+        return bool(self.reads or self.writes)
+
+    def take_counts(self) -> tuple[dict[str, defaultdict[str, int]], dict[str, int]]:
+        """Return the decision counts and start counting afresh."""
+        reads, writes = self.reads, self.writes
+        self.reads, self.writes = _reads(), defaultdict(int)
+        return reads, writes
 
     def connection(self, alias: str) -> BaseDatabaseWrapper:
         """Return this thread's connection wrapper for `alias` (it may be unconnected)."""
@@ -70,6 +85,10 @@ class Scope:
         wrapper = connections[alias]
         self._connections[alias] = (thread, wrapper)
         return wrapper
+
+
+def _reads() -> defaultdict[str, defaultdict[str, int]]:
+    return defaultdict(lambda: defaultdict(int))
 
 
 _scope: ContextVar[Scope | None] = ContextVar("routerkit_scope", default=None)
@@ -101,7 +120,7 @@ def entered(scope: Scope) -> Iterator[Scope]:
         yield scope
     finally:
         _scope.reset(token)
-        if scope.counts:
+        if scope.counted:
             from routerkit.metrics import get_metrics
 
             get_metrics().flush(scope)
@@ -189,7 +208,7 @@ class consistency_scope(_Block):  # noqa: N801 - used like contextlib's lower-ca
         if parent is not None:
             parent.written |= scope.written
             parent.read_from |= scope.read_from
-        if scope.counts:
+        if scope.counted:
             from routerkit.metrics import get_metrics
 
             get_metrics().flush(scope)
