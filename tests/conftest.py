@@ -6,6 +6,7 @@ Tests that need PostgreSQL fail (never skip) when it cannot start.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -15,6 +16,7 @@ from django.db import connections
 from routerkit import consistency_scope, selection
 from routerkit.conf import Config
 from routerkit.health import HEALTHY, ReplicaHealth, Snapshot
+from tests.example import Example, example_env
 from tests.pgcluster import PgCluster
 
 # Every database the settings name, on the primary server.
@@ -102,3 +104,25 @@ def replication(
         finally:
             connections.close_all()
             pg_cluster.restore()
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[Example]:
+    example = Example(example_env(EXAMPLE_SQLITE_PATH=str(tmp_path / "db.sqlite3")))
+    example.start()
+    yield example
+    example.stop()
+
+
+@pytest.fixture
+def on_postgres(replication: PgCluster) -> Iterator[Example]:
+    """The example project on the real primary and its two replicas."""
+    replication.create_database("example")
+    urls = [
+        f"postgres://postgres@127.0.0.1:{node.port}/example"
+        for node in [replication.primary, *replication.replicas]
+    ]
+    example = Example(example_env(DATABASE_URL=urls[0], DATABASE_REPLICA_URLS=",".join(urls[1:])))
+    example.start()
+    yield example
+    example.stop()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.example import MANAGE, ROOT, example_env
 from tests.pgcluster import free_ports
-from tests.test_example import MANAGE, ROOT, example_env
 
 READS = re.compile(
     r'^routerkit_route_decisions_total\{database="replica1",operation="read",reason="replica"\}'
