@@ -25,7 +25,9 @@ def register() -> None:
     checks.register(check_settings, "routerkit")
     checks.register(check_wiring, "routerkit")
     checks.register(check_routing, "routerkit")
-    checks.register(check_databases, "routerkit", checks.Tags.database)
+    # Only the "database" tag: Django runs those checks when databases are
+    # named (`check --database`, and `migrate` for the database it migrates).
+    checks.register(check_databases, checks.Tags.database)
 
 
 def check_routing(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:

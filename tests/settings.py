@@ -38,7 +38,7 @@ def _replica(port: int, name: str, primary: str) -> dict[str, Any]:
 
 primary_port, replica1_port, replica2_port = PG_PORTS
 DATABASES: dict[str, dict[str, Any]] = {
-    "default": {},
+    "default": {"ENGINE": "django.db.backends.dummy"},
     "primary": _pg(primary_port, "routerkit"),
     "replica1": _replica(replica1_port, "routerkit", "primary"),
     "replica2": _replica(replica2_port, "routerkit", "primary"),

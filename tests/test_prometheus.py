@@ -217,10 +217,11 @@ class TestExposition:
         on_postgres: Example,
     ) -> None:
         """On real replicas, /metrics passes promtool and has lag and health for both."""
-        status, _, created = on_postgres.request("POST", "/notes/", {"text": "lint me"})
+        browser = on_postgres.client()  # carries the token cookie: reads its own write
+        status, _, created = browser.request("POST", "/notes/", {"text": "lint me"})
         assert status == 201
         for _ in range(GETS):
-            assert on_postgres.request("GET", f"/notes/{created['id']}/")[0] == 200
+            assert browser.request("GET", f"/notes/{created['id']}/")[0] == 200
         wanted = {
             (name, replica)
             for name in ("lag_seconds", "lag_bytes", "healthy")

@@ -16,7 +16,7 @@ from routerkit.conf import get_config
 from routerkit.health import Monitor
 from routerkit.health.probes import ProbeError, probe_for
 from routerkit.lsn import format_lsn
-from routerkit.validation.static import Placement, has_table
+from routerkit.validation.static import Placement, has_table, is_dummy
 
 # A command may wait longer than a request would for a slow server.
 LIVE_TIMEOUT = 2.0
@@ -29,8 +29,10 @@ def check_live(databases: Iterable[str]) -> list[CheckMessage]:
     named = list(dict.fromkeys(databases))
     messages: list[CheckMessage] = []
     for alias in named:
-        if alias in placement.replicas:
-            continue  # a replica has its primary's tables; its role is checked below
+        if alias in placement.replicas or is_dummy(alias):
+            # A replica has its primary's tables (its role is checked below);
+            # an empty alias (ENGINE dummy) has nothing to look at.
+            continue
         messages += _tables(placement, alias)
     messages += _roles(placement, named)
     return messages

@@ -113,7 +113,8 @@ def _relations(model: type[Model]) -> Iterator[tuple[Any, type[Model], str]]:
     for field in model._meta.get_fields(include_hidden=False):
         if not field.is_relation or field.auto_created or field.related_model is None:
             continue
-        if not field.concrete and not isinstance(field, GenericRelation):
+        # Django 6.1 no longer calls a ManyToManyField concrete (it has no column).
+        if not (field.concrete or field.many_to_many or isinstance(field, GenericRelation)):
             continue
         related = field.related_model
         if isinstance(related, str):
@@ -217,7 +218,7 @@ def missing_tables(placement: Placement, models_: Iterable[type[Model]]) -> list
         if not has_table(model):
             continue
         home = placement.write(model)
-        if home in settings.DATABASES and _is_dummy(home):
+        if home in settings.DATABASES and is_dummy(home):
             continue  # reported once, as E007
         if not router.allow_migrate_model(home, model):
             messages.append(
@@ -235,13 +236,14 @@ def missing_tables(placement: Placement, models_: Iterable[type[Model]]) -> list
 # -- E007: routed to an empty default -------------------------------------------------
 
 
-def _is_dummy(alias: str) -> bool:
+def is_dummy(alias: str) -> bool:
+    """Tell whether an alias is left empty (the dummy backend)."""
     engine = settings.DATABASES[alias].get("ENGINE") or "django.db.backends.dummy"
     return str(engine).endswith(".dummy")
 
 
 def empty_default(placement: Placement, models_: Iterable[type[Model]]) -> list[CheckMessage]:
-    if "default" not in settings.DATABASES or not _is_dummy("default"):
+    if "default" not in settings.DATABASES or not is_dummy("default"):
         return []
     stranded: dict[str, list[str]] = defaultdict(list)
     for model in models_:
@@ -342,4 +344,4 @@ def mirrors(placement: Placement) -> list[CheckMessage]:
     ]
 
 
-__all__ = ["Placement", "check_static", "has_table", "replica_aliases"]
+__all__ = ["Placement", "check_static", "has_table", "is_dummy", "replica_aliases"]
