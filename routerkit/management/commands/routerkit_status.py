@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import os
@@ -98,7 +97,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--metrics-token",
             metavar="TOKEN",
-            help="Bearer token for --metrics-url.",
+            help="Bearer token for --metrics-url (default: $ROUTERKIT_METRICS_TOKEN).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -112,6 +111,10 @@ class Command(BaseCommand):
             raise CommandError("--count must be 1 or more.", returncode=2)
         if token is not None and url is None:
             raise CommandError("--metrics-token needs --metrics-url.", returncode=2)
+        if url is not None and token is None:
+            # A command line is visible to every user of the machine (ps): the
+            # environment is the better place for a token.
+            token = os.environ.get("ROUTERKIT_METRICS_TOKEN")
         if url is not None:
             _check_url(url)
         as_json = options["format"] == "json"
@@ -147,9 +150,9 @@ class Command(BaseCommand):
                     break
                 time.sleep(max(0.0, started + interval - time.monotonic()))
         except KeyboardInterrupt:
+            # Ctrl-C is how --watch ends, not a failure.
             if not watch:
                 raise
-            # Ctrl-C is how --watch ends.
         finally:
             monitor.close()
 
@@ -169,7 +172,7 @@ def _read_decisions(url: str | None, token: str | None) -> Decisions:
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return Decisions(source, _count(registry.collect()))
         except (OSError, ValueError) as error:
-            return Decisions(source, {}, f"cannot read PROMETHEUS_MULTIPROC_DIR: {error}")
+            return Decisions(source, {}, f"cannot read PROMETHEUS_MULTIPROC_DIR: {_reason(error)}")
     return Decisions(THIS_PROCESS, _count(get_metrics().registry.collect()))
 
 
@@ -191,39 +194,34 @@ def _count(families: Iterable[Metric]) -> dict[tuple[str, str, str], int]:
 
 def _check_url(url: str) -> None:
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not _host(parts):
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise CommandError("--metrics-url must be an http:// or https:// URL.", returncode=2)
-
-
-def _host(parts: urllib.parse.SplitResult) -> str:
-    return parts.netloc.rpartition("@")[2]
+    if "@" in parts.netloc:
+        # The message must not repeat the URL: it holds a password.
+        raise CommandError(
+            "--metrics-url must not hold credentials: pass a token with --metrics-token.",
+            returncode=2,
+        )
 
 
 def _from_url(url: str, token: str | None) -> Decisions:
     parts = urllib.parse.urlsplit(url)
-    # Shown in the header and in errors: no user, password or query (which may hold a key).
-    shown = urllib.parse.urlunsplit((parts.scheme, _host(parts), parts.path, "", ""))
-    target = urllib.parse.urlunsplit((parts.scheme, _host(parts), parts.path, parts.query, ""))
-    request = urllib.request.Request(target, headers={"Accept": "text/plain; version=0.0.4"})
-    secrets = [s for s in (token, parts.username, parts.password) if s]
-    # Unredirected: a redirect elsewhere must not carry the credentials with it.
+    # Shown in the header and in errors: without the query, which may hold a key.
+    shown = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    source = f"from {shown}"
+    request = urllib.request.Request(url, headers={"Accept": "text/plain; version=0.0.4"})
     if token:
+        # Unredirected: a redirect to another host must not carry the token there.
         request.add_unredirected_header("Authorization", f"Bearer {token}")
-    elif parts.username is not None:
-        pair = (
-            f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-        )
-        basic = base64.b64encode(pair.encode()).decode("ascii")
-        request.add_unredirected_header("Authorization", f"Basic {basic}")
     try:
         with urllib.request.urlopen(request, timeout=LIVE_TIMEOUT) as response:
             text = response.read().decode("utf-8")
-        return Decisions(f"from {shown}", _count(text_string_to_metric_families(text)))
+        return Decisions(source, _count(text_string_to_metric_families(text)))
     except (OSError, HTTPException, ValueError) as error:
         reason = _reason(error)
-        for secret in secrets:
-            reason = reason.replace(secret, "***")
-        return Decisions(f"from {shown}", {}, f"cannot read decisions from {shown}: {reason}")
+        if token:
+            reason = reason.replace(token, "***")
+        return Decisions(source, {}, f"cannot read decisions from {shown}: {reason}")
 
 
 def _reason(error: Exception) -> str:
@@ -296,7 +294,8 @@ def _text(report: dict[str, Any]) -> str:
     sections: list[tuple[str, list[list[str]]]] = []
     for cluster in report["clusters"]:
         position = cluster["primary_lsn"]
-        title = f"Cluster {cluster['primary']!r}: primary at " + (position or "an unknown position")
+        where = f"WAL at {position}" if position else "WAL position unknown"
+        title = f"Cluster {cluster['primary']!r}: primary {where}"
         decisions = cluster["decisions"]
         total = None if decisions is None else sum(sum(d.values()) for d in decisions.values())
         rows = [[cluster["primary"], "primary", "-", "-", "-", position or "-", "-", _n(total)]]
