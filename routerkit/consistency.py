@@ -23,7 +23,7 @@ from django.db import connections
 
 from routerkit import stats
 from routerkit.conf import Config
-from routerkit.health import Snapshot, get_monitor
+from routerkit.health import DOWN, UNKNOWN, Snapshot, get_monitor
 from routerkit.lsn import MAX_LSN, parse_lsn
 from routerkit.state import Scope
 
@@ -102,65 +102,180 @@ def _reject(reason: str) -> dict[str, Requirement]:
     return {}
 
 
-def capture(scope: Scope, config: Config, snapshot: Snapshot) -> dict[str, Requirement]:
-    """Return what the client's next reads require after this unit of work.
+@dataclass(frozen=True)
+class Tokens:
+    """The two halves of a client's token, as its store keeps them.
+
+    `written` holds the positions of the client's writes and is replaced only
+    by a request that wrote; `seen` holds monotonic-read floors and is replaced
+    only when a floor rises. No request ever deletes either: with requests in
+    parallel, the one that finishes last would otherwise erase what another
+    just wrote. A half that no longer restricts anything is simply ignored,
+    and expires TOKEN_MAX_AGE after it was issued.
+    """
+
+    written: str | None = None
+    seen: str | None = None
+
+
+def start(scope: Scope, tokens: Tokens, config: Config) -> None:
+    """Begin a unit of work: restore a client's tokens and take a health snapshot."""
+    if not config.clusters:
+        return
+    if config.sticky.mode != "off":
+        scope.received = decode(tokens.written, config) if tokens.written else {}
+        scope.received_seen = decode(tokens.seen, config) if tokens.seen else {}
+        scope.requirements = _merged(scope.received, scope.received_seen)
+    monitor = get_monitor(config)
+    snapshot = monitor.current()
+    # Look again soon only if no usable replica can serve the client yet.
+    pending = any(
+        not any(fits(snapshot, r, requirement, time.time()) for r in snapshot.usable.get(p, ()))
+        for p, requirement in scope.requirements.items()
+        if requirement.lsn is not None
+    )
+    scope.snapshot = monitor.refresh_if_due(PENDING_REFRESH if pending else None)
+
+
+def finish(scope: Scope, config: Config) -> Tokens:
+    """End a unit of work: return the token halves to store (None: leave as is)."""
+    if not config.clusters or config.sticky.mode == "off":
+        return Tokens()
+    snapshot = get_monitor(config).current()
+    now = time.time()
+    written = _written(scope, config, now)
+    seen = _seen(scope, config, snapshot)
+
+    def live(requirements: dict[str, Requirement]) -> dict[str, Requirement]:
+        return {
+            primary: requirement
+            for primary, requirement in requirements.items()
+            if not _satisfied(primary, requirement, config, snapshot, now)
+        }
+
+    # An empty half is not sent: it would overwrite what a parallel request
+    # just stored, as surely as deleting it would.
+    written_live = live(written) if written is not None else {}
+    seen_live = live(seen) if seen is not None else {}
+    return Tokens(
+        written=encode(written_live) if written_live else None,
+        seen=encode(seen_live) if seen_live else None,
+    )
+
+
+def capture(scope: Scope, config: Config) -> dict[str, Requirement]:
+    """Return everything the unit of work requires of later reads (for a task)."""
+    now = time.time()
+    snapshot = get_monitor(config).current()
+    written = _written(scope, config, now)
+    seen = _seen(scope, config, snapshot)
+    merged = _merged(
+        written if written is not None else scope.received,
+        seen if seen is not None else scope.received_seen,
+    )
+    return {p: r for p, r in merged.items() if not _satisfied(p, r, config, snapshot, now)}
+
+
+def _written(scope: Scope, config: Config, now: float) -> dict[str, Requirement] | None:
+    """The client's write positions after this unit of work, or None if it wrote nothing.
 
     Call it after the work's transactions have committed: a position read
     inside a transaction can be replayed before the commit is.
     """
-    sticky = config.sticky
-    now = time.time()
-    requirements = dict(scope.requirements)
-    for primary in scope.written:
-        if not config.cluster(primary).replicas:
-            continue
+    clusters = [p for p in scope.written if config.cluster(p).replicas]
+    if not clusters:
+        return None
+    requirements = dict(scope.received)
+    for primary in clusters:
         previous = requirements.get(primary, Requirement())
         # Asked of the primary itself, not of the health snapshot: a process
         # that has not probed yet must still hand out a position.
-        lsn = _position_after_commit(primary) if sticky.mode == "lsn" else None
+        lsn = (
+            _position(primary, "pg_current_wal_insert_lsn") if config.sticky.mode == "lsn" else None
+        )
         if lsn is not None:
             requirements[primary] = previous.merge(lsn=lsn)
         else:
             # Time mode, a backend without positions, or the position could not
             # be read: keep this cluster's reads on the primary for WINDOW.
-            requirements[primary] = previous.merge(until=now + sticky.window)
-    # Monotonic reads: a later read must not see less than this one did.
+            requirements[primary] = previous.merge(until=now + config.sticky.window)
+    return requirements
+
+
+def _seen(scope: Scope, config: Config, snapshot: Snapshot) -> dict[str, Requirement] | None:
+    """Monotonic-read floors after this unit of work, or None if none rose."""
+    floors = dict(scope.received_seen)
+    rose = False
     for alias in scope.read_from:
         primary = config.primary_of(alias)
-        position = snapshot.position(alias)
-        if position is not None and primary in config.clusters:
-            requirements[primary] = requirements.get(primary, Requirement()).merge(lsn=position)
-    return {
-        primary: req
-        for primary, req in requirements.items()
-        if not _satisfied(primary, req, config, snapshot, now)
-    }
+        if primary not in config.clusters or not config.cluster(primary).replicas:
+            continue
+        if alias == primary:
+            if primary in scope.written:
+                continue  # the write position covers it
+            # What a read on the primary saw is bounded by its position now.
+            position = _position(primary, "pg_current_wal_lsn")
+        else:
+            # As last probed: the read may have seen a little more (see README).
+            position = snapshot.position(alias)
+        previous = floors.get(primary, Requirement())
+        if position is not None and (previous.lsn is None or position > previous.lsn):
+            floors[primary] = previous.merge(lsn=position)
+            rose = True
+    return floors if rose else None
+
+
+def _merged(*parts: dict[str, Requirement]) -> dict[str, Requirement]:
+    merged: dict[str, Requirement] = {}
+    for part in parts:
+        for primary, requirement in part.items():
+            previous = merged.get(primary, Requirement())
+            merged[primary] = previous.merge(lsn=requirement.lsn, until=requirement.until)
+    return merged
+
+
+def fits(snapshot: Snapshot, replica: str, requirement: Requirement, now: float) -> bool:
+    """Tell whether a replica may serve a client with this requirement."""
+    if requirement.until is not None and requirement.until > now:
+        return False
+    if requirement.lsn is None:
+        return True
+    health = snapshot.replicas.get(replica)
+    position = health.replay_lsn if health is not None else None
+    return position is not None and position >= requirement.lsn
 
 
 def _satisfied(
     primary: str, requirement: Requirement, config: Config, snapshot: Snapshot, now: float
 ) -> bool:
-    """Tell whether a requirement no longer restricts any read of its cluster."""
+    """Tell whether a requirement no longer restricts any read of its cluster.
+
+    Replicas whose position is unknown (down) are left out: they are out of
+    the rotation, and one down for hours must not keep every token alive.
+    """
     if requirement.until is not None and requirement.until > now:
         return False
     if requirement.lsn is None:
         return True
-    for replica in config.cluster(primary).replicas:
-        health = snapshot.replicas.get(replica)
-        if health is None or health.replay_lsn is None or health.replay_lsn < requirement.lsn:
-            return False
-    return True
+    known = [
+        health.replay_lsn
+        for replica in config.cluster(primary).replicas
+        if (health := snapshot.replicas.get(replica)) is not None
+        and health.replay_lsn is not None
+        and health.state not in (DOWN, UNKNOWN)
+    ]
+    return bool(known) and min(known) >= requirement.lsn
 
 
-def _position_after_commit(primary: str) -> int | None:
+def _position(primary: str, function: str) -> int | None:
     connection = connections[primary]
     if connection.vendor != "postgresql" or connection.in_atomic_block:
         return None
     try:
         with connection.cursor() as cursor:
-            # The insert position is at or past the end of every commit record
-            # written so far, even with synchronous_commit off.
-            cursor.execute("SELECT pg_current_wal_insert_lsn()::text")
+            # pg_current_wal_insert_lsn() is at or past the end of every commit
+            # record written so far, even with synchronous_commit off.
+            cursor.execute(f"SELECT {function}()::text")
             row = cursor.fetchone()
         return parse_lsn(row[0]) if row else None
     except Exception:
@@ -172,21 +287,3 @@ def _position_after_commit(primary: str) -> int | None:
 # often at most: replicas usually replay within milliseconds, and a fresh look
 # lets the read go to one instead of the primary. Bounded by LAG.TIMEOUT.
 PENDING_REFRESH = 0.05
-
-
-def start(scope: Scope, token: str | None, config: Config) -> None:
-    """Begin a unit of work: restore a client's token and take a health snapshot."""
-    if not config.clusters:
-        return
-    if token and config.sticky.mode != "off":
-        scope.requirements = decode(token, config)
-    pending = any(r.lsn is not None for r in scope.requirements.values())
-    scope.snapshot = get_monitor(config).refresh_if_due(PENDING_REFRESH if pending else None)
-
-
-def finish(scope: Scope, config: Config) -> str | None:
-    """End a unit of work: return the token its client should carry, if any."""
-    if not config.clusters or config.sticky.mode == "off":
-        return None
-    requirements = capture(scope, config, get_monitor(config).current())
-    return encode(requirements) if requirements else None

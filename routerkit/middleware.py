@@ -38,9 +38,9 @@ class ConsistencyMiddleware:
         if self.async_mode:
             return self.__acall__(request)
         with consistency_scope(isolated=True) as scope:
-            raw = begin(request, scope)
+            begin(request, scope)
             response = self.get_response(request)
-            end(request, response, scope, raw)
+            end(request, response, scope)
         if response.streaming:
             _stream_in(scope, response)
         return response
@@ -50,31 +50,35 @@ class ConsistencyMiddleware:
         with consistency_scope(isolated=True) as scope:
             # Both may do I/O (probes, the WAL position, a cache): off the event
             # loop, on the thread the view's ORM calls used.
-            raw = await sync_to_async(begin)(request, scope)
+            await sync_to_async(begin)(request, scope)
             response = await get_response(request)
-            await sync_to_async(end)(request, response, scope, raw)
+            await sync_to_async(end)(request, response, scope)
         if response.streaming:
             _stream_in(scope, response)
         return response
 
 
-def begin(request: HttpRequest, scope: Scope) -> str | None:
-    """Restore the client's token and take a health snapshot; return the raw token."""
+def begin(request: HttpRequest, scope: Scope) -> None:
+    """Restore the client's token and take a health snapshot for the request."""
     config = get_config()
-    raw = None
+    tokens = consistency.Tokens()
     if config.clusters and config.sticky.mode != "off":
-        raw = store_for(config.sticky).load(request)
-    consistency.start(scope, raw, config)
-    return raw
+        try:
+            tokens = store_for(config.sticky).load(request)
+        except Exception:
+            # A store that fails (a cache outage) costs this request its
+            # client's token, which may send its reads to the primary, not a 500.
+            logger.exception("routerkit: could not load the consistency token")
+    consistency.start(scope, tokens, config)
 
 
-def end(request: HttpRequest, response: HttpResponseBase, scope: Scope, raw: str | None) -> None:
+def end(request: HttpRequest, response: HttpResponseBase, scope: Scope) -> None:
     """Record what the client's next requests require, and store it."""
     config = get_config()
     try:
-        token = consistency.finish(scope, config)
-        if token != raw:
-            store_for(config.sticky).save(request, response, token)
+        tokens = consistency.finish(scope, config)
+        if tokens.written is not None or tokens.seen is not None:
+            store_for(config.sticky).save(request, response, tokens)
     except Exception:
         # The write is committed: failing the response would lose the client's
         # answer to it. Without a token its next read may be stale, but only

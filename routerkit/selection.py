@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from routerkit.consistency import Requirement
     from routerkit.health import Snapshot
 
+from routerkit.consistency import fits
+
 Picker = Callable[[], str]
 
 
@@ -120,11 +122,17 @@ def read_alias(config: Config, primary: str, hints: Mapping[str, Any]) -> str:
     else:
         snapshot = scope.snapshot or _unscoped_snapshot(config)
         requirement = scope.requirements.get(primary)
+        usable = snapshot.usable.get(primary, ())
+        pinned = scope.pinned.get(primary)
         source = None
         if "instance" in hints:
-            source = _instance_replica(hints["instance"], primary, snapshot, requirement)
+            source = _instance_replica(hints["instance"], usable, snapshot, requirement)
         if source is not None:
             alias, reason = source, metrics.REPLICA
+        elif pinned is not None and pinned in usable:
+            # The replica this request already read from: its position only
+            # moves forward, so the request's reads never go back in time.
+            alias, reason = pinned, metrics.REPLICA
         elif requirement is not None:
             alias, reason = _satisfying(primary, snapshot, requirement)
         else:
@@ -136,6 +144,8 @@ def read_alias(config: Config, primary: str, hints: Mapping[str, Any]) -> str:
                 alias, reason = pick(), metrics.REPLICA
             else:
                 alias, reason = primary, _why_no_replica(primary, snapshot)
+        if alias != primary:
+            scope.pinned[primary] = alias
     scope.read_from.add(alias)
     if config.metrics:
         # Two dict lookups here; the Prometheus counter gets the sum when the
@@ -158,7 +168,7 @@ def count_write(config: Config, primary: str) -> None:
 
 
 def _instance_replica(
-    instance: Any, primary: str, snapshot: Snapshot, requirement: Requirement | None
+    instance: Any, usable: tuple[str, ...], snapshot: Snapshot, requirement: Requirement | None
 ) -> str | None:
     """Follow a relation from the replica its instance came from, if still fit.
 
@@ -167,25 +177,19 @@ def _instance_replica(
     if instance is None:
         return None
     source = instance._state.db
-    if source not in snapshot.usable.get(primary, ()):
+    if source not in usable:
         return None
-    if requirement is not None and not _fits(snapshot, source, requirement):
+    if requirement is not None and not fits(snapshot, source, requirement, time.time()):
         return None
     return str(source)
 
 
-def _fits(snapshot: Snapshot, replica: str, requirement: Requirement) -> bool:
-    if requirement.until is not None and requirement.until > time.time():
-        return False
-    if requirement.lsn is None:
-        return True
-    position = snapshot.replicas[replica].replay_lsn
-    return position is not None and position >= requirement.lsn
-
-
 def _satisfying(primary: str, snapshot: Snapshot, requirement: Requirement) -> tuple[str, str]:
     """Pick a usable replica that meets the client's requirement, else the primary."""
-    candidates = [r for r in snapshot.usable.get(primary, ()) if _fits(snapshot, r, requirement)]
+    now = time.time()
+    candidates = [
+        r for r in snapshot.usable.get(primary, ()) if fits(snapshot, r, requirement, now)
+    ]
     if candidates:
         return candidates[int(random.random() * len(candidates))], metrics.REPLICA
     if not snapshot.usable.get(primary):

@@ -35,8 +35,11 @@ class Scope:
     __slots__ = (
         "_connections",
         "implicit",
+        "pinned",
         "read_from",
         "reads",
+        "received",
+        "received_seen",
         "requirements",
         "snapshot",
         "writes",
@@ -50,8 +53,14 @@ class Scope:
         self.written: set[str] = set()
         # Every alias that served a read (for monotonic-read floors).
         self.read_from: set[str] = set()
-        # primary -> what the client's earlier writes and reads require of a replica.
+        # primary -> what the client's earlier writes and reads require of a
+        # replica (the two token halves it arrived with, and both merged).
+        self.received: dict[str, Requirement] = {}
+        self.received_seen: dict[str, Requirement] = {}
         self.requirements: dict[str, Requirement] = {}
+        # primary -> the replica this scope reads it from: one replica per
+        # request, so that its reads never go back in time.
+        self.pinned: dict[str, str] = {}
         # Replica health as of the start of this scope; None: ask the monitor.
         self.snapshot: Snapshot | None = None
         # Decisions until flushed to the metrics: reason -> database -> count
@@ -198,7 +207,10 @@ class consistency_scope(_Block):  # noqa: N801 - used like contextlib's lower-ca
         scope = Scope()
         if parent is not None:
             scope.written |= parent.written
+            scope.received = parent.received
+            scope.received_seen = parent.received_seen
             scope.requirements = dict(parent.requirements)
+            scope.pinned = parent.pinned
             scope.snapshot = parent.snapshot
         return _scope.set(scope), scope, parent
 

@@ -26,7 +26,8 @@ def capture_token() -> str | None:
     inside a transaction the position cannot be known yet, and the token falls
     back to STICKY["WINDOW"] seconds on the primary.
     """
-    return consistency.finish(current_scope(), get_config())
+    requirements = consistency.capture(current_scope(), get_config())
+    return consistency.encode(requirements) if requirements else None
 
 
 @contextmanager
@@ -37,5 +38,5 @@ def restore_token(token: str | None) -> Iterator[Scope]:
     never raised).
     """
     with consistency_scope() as scope:
-        consistency.start(scope, token, get_config())
+        consistency.start(scope, consistency.Tokens(written=token), get_config())
         yield scope

@@ -86,7 +86,7 @@ class TestReadYourWrites:
     def test_after_resume_replicas_serve_again_and_the_token_is_dropped(
         self, cluster: PgCluster, client: Client
     ) -> None:
-        """Once every replica replayed the write, reads spread again and the cookie goes."""
+        """Once every replica replayed the write, reads spread again; the token is not resent."""
         for replica in REPLICAS:
             cluster.pause_replay(replica)
         pk = post(client)
@@ -97,8 +97,31 @@ class TestReadYourWrites:
         refresh()
         response = client.get(f"/articles/{pk}/")
         assert response.json()["db"] in REPLICAS
-        assert response.cookies[COOKIE]["max-age"] == 0
+        assert COOKIE not in response.cookies  # left to expire, never deleted (see below)
         assert {served(client, pk)[1] for _ in range(30)} == set(REPLICAS)
+
+    def test_a_parallel_request_never_erases_a_fresh_write_token(
+        self, cluster: PgCluster, client: Client
+    ) -> None:
+        """A read that started with an older token does not touch the write cookie.
+
+        In a browser it may finish after a parallel POST: were it to delete or
+        rewrite the cookie, the POST's position would be lost and the next read
+        could miss the client's own write.
+        """
+        old = post(client)
+        for replica in REPLICAS:
+            cluster.wait_replayed(replica)
+        refresh()
+        stale_token = client.cookies[COOKIE].value  # satisfied by every replica now
+        pk = written_while_paused(cluster, client)  # the parallel POST's fresh token
+        fresh_token = client.cookies[COOKIE].value
+        slow_get = Client()
+        slow_get.cookies[COOKIE] = stale_token
+        response = slow_get.get(f"/articles/{old}/")
+        assert COOKIE not in response.cookies
+        assert client.cookies[COOKIE].value == fresh_token
+        assert served(client, pk) == (200, "primary")
 
     def test_reads_that_do_not_depend_on_the_write_keep_using_replicas(
         self, cluster: PgCluster, client: Client
@@ -216,6 +239,7 @@ class TestHealth:
                 " SELECT repeat('x', 150) FROM generate_series(1, 2000)",
                 dbname="routerkit",
             )
+            replication.wait_replayed("replica2")  # only replica1 may be behind
             snapshot = refresh()
             lagging = snapshot.replicas["replica1"]
             assert lagging.state == "lagging"
@@ -418,3 +442,60 @@ class TestTasks:
         (requirement,) = decode(token, get_config()).values()
         assert requirement.lsn is None
         assert requirement.until is not None
+
+
+class TestMonotonicAcrossRequests:
+    def test_a_read_on_the_primary_is_never_followed_by_an_older_replica(
+        self, replication: PgCluster, client: Client
+    ) -> None:
+        """Having seen another client's row through use_primary(), the next read finds it too.
+
+        The health snapshot predates that row: the floor must come from the
+        primary itself, not from the last probe.
+        """
+        for replica in REPLICAS:
+            replication.pause_replay(replica)
+        refresh()  # the last probe, before the other client's write
+        with consistency_scope(isolated=True):
+            article = Article.objects.create(title=uuid4().hex).pk
+        assert client.get(f"/primary/articles/{article}/").json()["db"] == "primary"
+        assert served(client, article) == (200, "primary")
+
+
+class TestResilience:
+    def test_a_down_replica_keeps_no_token_alive(self, cluster: PgCluster, client: Client) -> None:
+        """With replica2 down and replica1 caught up, reads need no token and get none."""
+        cluster.stop_node("replica2")
+        pk = post(client)
+        cluster.wait_replayed("replica1")
+        refresh()
+        response = client.get(f"/articles/{pk}/")
+        assert response.json()["db"] == "replica1"
+        assert not {COOKIE, f"{COOKIE}_seen"} & set(response.cookies)
+
+    def test_a_failing_token_store_never_fails_the_request(
+        self, cluster: PgCluster, client: Client
+    ) -> None:
+        """With the cache store down, requests still succeed (without a token)."""
+        broken = {"default": {"BACKEND": "tests.test_consistency.BrokenCache"}}
+        settings = routerkit_settings(STICKY={"STORE": "cache"})
+        with override_settings(ROUTERKIT=settings, CACHES=broken):
+            client.cookies[f"{COOKIE}_client"] = signing.dumps("abc", salt="routerkit.client")
+            assert client.post("/articles/", {"title": "x"}).status_code == 200
+            assert client.get("/articles/1/").status_code in (200, 404)
+
+
+class BrokenCache:
+    """A cache backend whose server is down."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def close(self, **kwargs: object) -> None:
+        """Django closes caches after each request; real backends do not raise here."""
+
+    def __getattr__(self, name: str) -> object:
+        def fail(*args: object, **kwargs: object) -> None:
+            raise ConnectionError("cache server down")
+
+        return fail

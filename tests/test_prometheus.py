@@ -235,7 +235,11 @@ class TestExposition:
                 for name in ("lag_seconds", "lag_bytes", "healthy")
                 for labels in samples(text, f"routerkit_replica_{name}")
             }
-            if wanted <= found or time.monotonic() > deadline:
+            # The monitor refreshes once per interval: under load its first probes
+            # (which also connect) may take longer than LAG.TIMEOUT and count as
+            # unknown until the next refresh.
+            all_healthy = set(samples(text, "routerkit_replica_healthy").values()) == {1.0}
+            if (wanted <= found and all_healthy) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         checked = promtool_check(text)

@@ -18,7 +18,7 @@ from django.contrib.sites.models import Site
 from django.db import router
 from django.test import override_settings
 
-from routerkit import use_primary
+from routerkit import consistency_scope, use_primary
 from routerkit.routers import AppRouter, ContribRouter, PrimaryReplicaRouter
 from routerkit.state import current_scope
 from tests.billing.models import Invoice
@@ -34,7 +34,13 @@ ALL_ROUTERS = [
 
 
 def reads(model: Any, times: int = 200, **hints: Any) -> Counter[str]:
-    return Counter(router.db_for_read(model, **hints) for _ in range(times))
+    """Route `times` reads, each as the first read of a new request (no replica pinned)."""
+    scope = current_scope()
+    seen: Counter[str] = Counter()
+    for _ in range(times):
+        scope.pinned.clear()
+        seen[router.db_for_read(model, **hints) or ""] += 1
+    return seen
 
 
 class TestPrimaryReplicaRouter:
@@ -58,7 +64,10 @@ class TestPrimaryReplicaRouter:
     )
     def test_round_robin_alternates(self) -> None:
         """Round-robin takes the replicas strictly in turn."""
-        picks = [router.db_for_read(Article) for _ in range(6)]
+        picks = []
+        for _ in range(6):
+            current_scope().pinned.clear()
+            picks.append(router.db_for_read(Article))
         assert picks[0] != picks[1]
         assert picks == picks[:2] * 3
 
@@ -102,6 +111,12 @@ class TestPrimaryReplicaRouter:
         article = Article()
         article._state.db = "replica2"
         assert set(reads(Comment, times=20, instance=article)) == {"replica2"}
+
+    def test_one_request_reads_one_replica(self) -> None:
+        """Within a scope every read of a cluster goes to the same replica (never back in time)."""
+        with consistency_scope(isolated=True):
+            assert len({router.db_for_read(Article) for _ in range(50)}) == 1
+        assert set(reads(Article, times=50)) == {"replica1", "replica2"}
 
 
 class TestContribRouter:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.contrib.contenttypes.fields import GenericForeignKey, GenericRelation
 from django.contrib.contenttypes.models import ContentType
-from django.core.checks import CheckMessage
+from django.core.checks import CheckMessage, run_checks
 from django.core.management import call_command
 from django.core.management.base import CommandError, SystemCheckError
 from django.db import models
@@ -68,6 +68,13 @@ class CounterOnBillingRouter:
 
     def db_for_write(self, model: Any, **hints: Any) -> str | None:
         return "billing" if model._meta.model_name == "counter" else None
+
+
+class TestappOnPrimaryRouter:
+    """Django's AuthRouter pattern for testapp: writes by app_label, so the proxy Staff too."""
+
+    def db_for_write(self, model: Any, **hints: Any) -> str | None:
+        return "primary" if model._meta.app_label == "testapp" else None
 
 
 class ContentTypesTwiceRouter:
@@ -165,6 +172,14 @@ class TestE005MissingTable:
         assert message.id == "routerkit.E005"
         assert message.obj._meta.label == "testapp.Counter"  # type: ignore[union-attr]
 
+    @override_settings(DATABASE_ROUTERS=with_routers("TestappOnPrimaryRouter"))
+    def test_a_proxy_written_away_from_its_concrete_table(self) -> None:
+        """Staff (a proxy of auth.User) written to primary, auth_user only on auth_db."""
+        (message,) = validate()
+        assert message.id == "routerkit.E005"
+        assert message.obj._meta.label == "testapp.Staff"
+        assert "'auth_user'" in message.msg
+
 
 class TestE007EmptyDefault:
     @override_settings(DATABASE_ROUTERS=[])
@@ -236,6 +251,40 @@ def renamed_table(replication: PgCluster) -> Iterator[PgCluster]:
         )
 
 
+# The migration that creates Counter, Label and Labelling, and their tables.
+TESTAPP_0002 = ("testapp", "0002_counter_label_labelling_label_articles")
+TESTAPP_0002_TABLES = ["testapp_counter", "testapp_label", "testapp_labelling"]
+
+
+@pytest.fixture
+def unapplied_migration(replication: PgCluster) -> Iterator[PgCluster]:
+    """testapp's 0002 not applied on primary yet: a new model, just before `migrate`."""
+    (row,) = replication.execute(
+        "primary",
+        "DELETE FROM django_migrations WHERE app = %s AND name = %s "
+        "RETURNING id, app, name, applied",
+        TESTAPP_0002,
+        dbname="routerkit",
+    )
+    for table in TESTAPP_0002_TABLES:
+        replication.execute(
+            "primary", f"ALTER TABLE {table} RENAME TO {table}_away", dbname="routerkit"
+        )
+    try:
+        yield replication
+    finally:
+        for table in TESTAPP_0002_TABLES:
+            replication.execute(
+                "primary", f"ALTER TABLE {table}_away RENAME TO {table}", dbname="routerkit"
+            )
+        replication.execute(
+            "primary",
+            "INSERT INTO django_migrations (id, app, name, applied) VALUES (%s, %s, %s, %s)",
+            row,
+            dbname="routerkit",
+        )
+
+
 class TestLive:
     def test_the_live_databases_validate_clean(self, replication: PgCluster) -> None:
         """Every table is where it belongs; replicas only add their lag report."""
@@ -252,12 +301,57 @@ class TestLive:
         assert message.id == "routerkit.E006"
         assert message.obj._meta.label == "billing.Tag"  # type: ignore[union-attr]
         assert "applied" in (message.hint or "")
+        # `migrate billing zero --fake` would unapply every billing migration, not one table.
+        assert "--fake" not in (message.hint or "")
+        assert "sqlmigrate billing" in (message.hint or "")
 
     def test_e006_runs_under_check_with_a_database(self, renamed_table: PgCluster) -> None:
         """`manage.py check --database billing` reports E006; plain check does not."""
         call_command("check")
         with pytest.raises(SystemCheckError, match=r"routerkit\.E006"):
             call_command("check", databases=["billing"])
+
+    def test_no_e006_for_a_model_whose_migration_is_not_applied(
+        self, unapplied_migration: PgCluster
+    ) -> None:
+        """Tables that an unapplied migration will create are pending, not missing."""
+        assert findings(check_live(["primary"])) == []
+
+    def test_migrate_is_not_blocked_by_its_own_new_tables(
+        self, unapplied_migration: PgCluster
+    ) -> None:
+        """The checks `migrate --database primary` runs first find no routerkit error."""
+        messages = run_checks(databases=["primary"])
+        assert ids([m for m in messages if (m.id or "").startswith("routerkit.")]) == [
+            "routerkit.I001",
+            "routerkit.I001",
+        ]
+
+    def test_e006_only_for_tables_the_applied_migrations_created(
+        self, unapplied_migration: PgCluster
+    ) -> None:
+        """With 0002 unapplied, Comment's missing table (from 0001) is E006, 0002's are not."""
+        unapplied_migration.execute(
+            "primary",
+            "ALTER TABLE testapp_comment RENAME TO testapp_comment_away",
+            dbname="routerkit",
+        )
+        try:
+            messages = findings(check_live(["primary"]))
+        finally:
+            unapplied_migration.execute(
+                "primary",
+                "ALTER TABLE testapp_comment_away RENAME TO testapp_comment",
+                dbname="routerkit",
+            )
+        assert [(m.id, m.obj._meta.label) for m in messages] == [
+            ("routerkit.E006", "testapp.Comment")
+        ]
+
+    @override_settings(MIGRATION_MODULES={"billing": None})
+    def test_no_e006_for_an_app_without_migrations(self, renamed_table: PgCluster) -> None:
+        """Nothing records whether syncdb created a table, so it is never called missing."""
+        assert findings(check_live(["billing"])) == []
 
     def test_w008_a_table_where_migration_is_forbidden(self, replication: PgCluster) -> None:
         """A stray copy of a table on a database that may not migrate it is W008."""

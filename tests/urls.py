@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.urls import path
 
+from routerkit import use_primary
 from tests.testapp.models import Article
 
 
@@ -22,6 +23,11 @@ def create_then_read(request: HttpRequest) -> JsonResponse:
 
 
 def read(request: HttpRequest, pk: int) -> JsonResponse:
+    return _describe(Article.objects.filter(pk=pk).first())
+
+
+@use_primary()
+def read_on_primary(request: HttpRequest, pk: int) -> JsonResponse:
     return _describe(Article.objects.filter(pk=pk).first())
 
 
@@ -49,6 +55,7 @@ urlpatterns = [
     path("articles/", create_then_read),
     path("articles/<int:pk>/", read),
     path("stream/", create_then_stream),
+    path("primary/articles/<int:pk>/", read_on_primary),
     path("async/articles/", acreate_then_read),
     path("async/articles/<int:pk>/", aread),
 ]

@@ -13,9 +13,11 @@ import os
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from routerkit import stats
 from routerkit.conf import Config
@@ -32,8 +34,14 @@ from routerkit.health.probes import (
 HYSTERESIS = 0.5
 # Backoff for a replica that refused connections: INTERVAL doubled per failure, up to this many.
 MAX_BACKOFF_INTERVALS = 30
-# Past this many intervals without a refresh, a snapshot says nothing any more.
+# Past this many intervals without a refresh, a snapshot says nothing any more;
+# the same bound applies to the primary's last known position.
 STALE_INTERVALS = 5
+# Samples of the primary's position kept for time lag (one per refresh).
+HISTORY = 64
+# A probe still running after this many timeouts is given up: the next refresh
+# probes on a new connection (the stuck thread ends when its socket does).
+ABANDON_TIMEOUTS = 10
 
 HEALTHY = "healthy"
 LAGGING = "lagging"
@@ -106,7 +114,12 @@ class Monitor:
         self._lock = threading.Lock()
         self._due = 0.0
         self._last = 0.0
-        self._in_flight: dict[str, Future[object]] = {}
+        self._in_flight: dict[str, tuple[Future[Any], float]] = {}
+        # primary -> (its last probed position, when), for a slow primary probe.
+        self._last_primary: dict[str, tuple[int | None, float]] = {}
+        # primary -> its recent (time, position) samples, oldest first: a
+        # replica's time lag is the age of the newest position it has replayed.
+        self._history: dict[str, deque[tuple[float, int]]] = {}
         self._failures: dict[str, int] = {}
         self._retry_at: dict[str, float] = {}
         self._excluded: set[str] = set()
@@ -159,8 +172,9 @@ class Monitor:
     def _pool(self, size: int) -> ThreadPoolExecutor:
         # Threads do not survive fork(): a pre-forking server needs a new pool per process.
         if self._executor is None or self._pid != os.getpid():
+            # Room for probes given up on (see ABANDON_TIMEOUTS) beside live ones.
             self._executor = ThreadPoolExecutor(
-                max_workers=max(size, 2), thread_name_prefix="routerkit-probe"
+                max_workers=max(2 * size, 4), thread_name_prefix="routerkit-probe"
             )
             self._pid = os.getpid()
             self._in_flight.clear()
@@ -178,12 +192,23 @@ class Monitor:
                 if self._retry_at.get(replica, 0.0) <= started:
                     targets.append((replica, self._probe(replica).replica))
         pool = self._pool(len(targets))
-        futures: dict[str, Future[object]] = {}
+        futures: dict[str, Future[Any]] = {}
         for alias, call in targets:
             running = self._in_flight.get(alias)
-            if running is not None and not running.done():
-                continue  # still waiting on the last probe: do not pile up
-            futures[alias] = self._in_flight[alias] = pool.submit(_timed, call)
+            if running is not None and not running[0].done():
+                if started - running[1] < lag.timeout * ABANDON_TIMEOUTS:
+                    continue  # still waiting on the last probe: do not pile up
+                # Stuck (a hung server or network): forget that connection
+                # without closing it under the thread that uses it.
+                self._probes.pop(alias, None)
+                call = (
+                    self._probe(alias).primary
+                    if alias in config.clusters
+                    else self._probe(alias).replica
+                )
+            submitted: Future[Any] = pool.submit(_timed, call)
+            futures[alias] = submitted
+            self._in_flight[alias] = (submitted, started)
         wait(futures.values(), timeout=lag.timeout)
 
         wall = time.time()
@@ -195,9 +220,19 @@ class Monitor:
             if isinstance(status, PrimaryStatus) and not status.in_recovery:
                 primary_lsn[primary] = status.lsn
                 positional[primary] = status.lsn is not None
-            else:
-                primary_lsn[primary] = None
-                positional[primary] = self.snapshot.positional.get(primary, False)
+                self._last_primary[primary] = (status.lsn, started)
+                if status.lsn is not None:
+                    history = self._history.setdefault(primary, deque(maxlen=HISTORY))
+                    history.append((started, status.lsn))
+                continue
+            positional[primary] = self.snapshot.positional.get(primary, False)
+            # A slow or failed primary probe must not empty the rotation (every
+            # read would land on that busy primary): judge the replicas against
+            # its last position while recent. That underestimates their lag by
+            # what the primary wrote since, for at most STALE_INTERVALS.
+            last = self._last_primary.get(primary)
+            recent = last is not None and started - last[1] <= lag.interval * STALE_INTERVALS
+            primary_lsn[primary] = last[0] if recent and last is not None else None
 
         replicas: dict[str, ReplicaHealth] = {}
         for replica, primary in config.replica_of.items():
@@ -226,7 +261,7 @@ class Monitor:
                 continue
             self._failures.pop(replica, None)
             self._retry_at.pop(replica, None)
-            judged = self._judge(replica, primary, outcome, primary_lsn[primary])
+            judged = self._judge(replica, primary, outcome, primary_lsn[primary], started)
             replicas[replica] = replace(judged, probe_seconds=seconds, checked_at=wall)
 
         self.snapshot = Snapshot(
@@ -248,7 +283,12 @@ class Monitor:
             get_metrics().observe(self.snapshot)
 
     def _judge(
-        self, replica: str, primary: str, status: ReplicaStatus, primary_lsn: int | None
+        self,
+        replica: str,
+        primary: str,
+        status: ReplicaStatus,
+        primary_lsn: int | None,
+        now: float,
     ) -> ReplicaHealth:
         def health(
             state: str, lag_bytes: int | None = None, lag_seconds: float | None = None
@@ -267,9 +307,9 @@ class Monitor:
         if status.streaming is False:
             return health(RECEIVER_DOWN)
         lag_bytes = max(0, primary_lsn - status.replay_lsn)
-        # Idle-safe: a replica that has replayed everything the primary had has no
-        # lag, however long ago the last commit was.
-        lag_seconds = 0.0 if lag_bytes == 0 else status.replay_age
+        # Idle-safe: a replica that has replayed everything the primary had lags
+        # by no time, however long ago the last commit was.
+        lag_seconds = 0.0 if lag_bytes == 0 else self._age(primary, status, now)
         if lag_seconds is None:
             return health(UNKNOWN, lag_bytes)
         share = HYSTERESIS if replica in self._excluded else 1.0
@@ -279,6 +319,18 @@ class Monitor:
             return health(LAGGING, lag_bytes, lag_seconds)
         self._excluded.discard(replica)
         return health(HEALTHY, lag_bytes, lag_seconds)
+
+    def _age(self, primary: str, status: ReplicaStatus, now: float) -> float | None:
+        """How old the newest data of a replica is, from the primary's position history.
+
+        Not the time since the last replayed commit: a long batch writes WAL
+        but no commit, and would make caught-up replicas look minutes behind.
+        Accurate to one INTERVAL; before there is history, falls back to the
+        time since the last replayed commit.
+        """
+        assert status.replay_lsn is not None
+        age = _age_of(self._history.get(primary, deque()), status.replay_lsn, now)
+        return age if age is not None else status.replay_age
 
 
 def _timed(call: Callable[[], object]) -> tuple[object, float]:
@@ -290,7 +342,30 @@ def _timed(call: Callable[[], object]) -> tuple[object, float]:
     return outcome, time.perf_counter() - started
 
 
-def _result(future: Future[object] | None) -> object:
+def _age_of(history: deque[tuple[float, int]], position: int, now: float) -> float | None:
+    """Return how long ago the primary was last at or before `position`, if known."""
+    age = None
+    for when, lsn in history:
+        if lsn > position:
+            break
+        age = now - when
+    return age
+
+
+def _forget_after_fork() -> None:
+    # A forked child shares its parent's probe sockets: using or closing them
+    # would break the parent's. Start afresh, and keep the old monitor
+    # referenced so that garbage collection never closes those sockets.
+    global _monitor
+    if _monitor is not None:
+        _inherited.append(_monitor)
+        _monitor = None
+
+
+_inherited: list[Monitor] = []
+
+
+def _result(future: Future[Any] | None) -> object:
     if future is None or not future.done():
         return None
     outcome = future.result()
@@ -298,7 +373,7 @@ def _result(future: Future[object] | None) -> object:
     return outcome[0]
 
 
-def _duration(future: Future[object]) -> float | None:
+def _duration(future: Future[Any]) -> float | None:
     if not future.done():
         return None
     outcome = future.result()
@@ -320,5 +395,7 @@ def get_monitor(config: Config) -> Monitor:
             if monitor is None or monitor.config is not config:
                 if monitor is not None:
                     monitor.close()
+                else:
+                    os.register_at_fork(after_in_child=_forget_after_fork)
                 monitor = _monitor = Monitor(config)
     return monitor

@@ -65,6 +65,13 @@ class PostgresProbe:
             # libpq takes whole seconds and treats anything under 2 as 2; the
             # monitor enforces the real bound by not waiting longer than timeout.
             params["connect_timeout"] = max(2, math.ceil(self.timeout))
+            # Notice a dead server or a broken network within seconds instead of
+            # the kernel's minutes, so that a stuck probe thread ends.
+            params.setdefault("keepalives", 1)
+            params.setdefault("keepalives_idle", 5)
+            params.setdefault("keepalives_interval", 2)
+            params.setdefault("keepalives_count", 3)
+            params.setdefault("tcp_user_timeout", 10_000)
             driver: Any = wrapper.Database  # type: ignore[attr-defined]
             try:
                 connection = driver.connect(**params)

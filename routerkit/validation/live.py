@@ -8,8 +8,8 @@ from dataclasses import replace
 from django.apps import apps
 from django.core.checks import CheckMessage, Error, Info, Warning
 from django.db import connections, router
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.loader import MigrationLoader
-from django.db.migrations.recorder import MigrationRecorder
 from django.db.utils import DatabaseError
 
 from routerkit.conf import get_config
@@ -43,10 +43,7 @@ def _tables(placement: Placement, alias: str) -> list[CheckMessage]:
     try:
         with connection.cursor() as cursor:
             tables = set(connection.introspection.table_names(cursor))
-        recorder = MigrationRecorder(connection)
-        applied = (
-            {app for app, _ in recorder.applied_migrations()} if recorder.has_table() else set()
-        )
+        missing = _migrated_tables(connection) - tables
     except DatabaseError:
         return [
             Warning(
@@ -56,27 +53,25 @@ def _tables(placement: Placement, alias: str) -> list[CheckMessage]:
                 id="routerkit.W004",
             )
         ]
-    # An app whose migrations have not run here yet is pending, not broken:
-    # `migrate` (which runs these checks first) is about to create its tables.
-    migrated_apps = MigrationLoader(None, ignore_no_migrations=True).migrated_apps
     messages: list[CheckMessage] = []
     for model in apps.get_models(include_auto_created=True):
         if not has_table(model):
             continue
         table = model._meta.db_table
         migrates = router.allow_migrate_model(alias, model)
-        app_label = model._meta.app_label
-        pending = app_label in migrated_apps and app_label not in applied
-        if placement.write(model) == alias and migrates and table not in tables and not pending:
+        # Only a table that the applied migrations have created can be missing:
+        # any other is pending, and `migrate` (which runs these checks first) is
+        # about to create it. Apps without migrations are never reported: nothing
+        # records whether `migrate --run-syncdb` has created their tables yet.
+        if placement.write(model) == alias and migrates and table in missing:
             messages.append(
                 Error(
                     f"Table {table!r} of {model._meta.label} is missing on {alias!r}, "
                     "where its writes go.",
-                    hint=f"Its migrations are recorded as applied on {alias!r}: the table "
-                    "was dropped or renamed outside migrations. Restore it, or "
-                    f"`migrate {app_label} zero --fake` and migrate again."
-                    if app_label in applied
-                    else f"Run `manage.py migrate --run-syncdb --database {alias}`.",
+                    hint=f"Its migrations are recorded as applied on {alias!r}: it was dropped "
+                    "or renamed outside migrations. Restore it from a backup, or recreate it "
+                    f"from `manage.py sqlmigrate {model._meta.app_label} <migration> "
+                    f"--database {alias}` for the migration that created it.",
                     obj=model,
                     id="routerkit.E006",
                 )
@@ -92,6 +87,31 @@ def _tables(placement: Placement, alias: str) -> list[CheckMessage]:
                 )
             )
     return messages
+
+
+def _migrated_tables(connection: BaseDatabaseWrapper) -> set[str]:
+    """Return the tables that the migrations applied on `connection` have created."""
+    loader = MigrationLoader(connection, ignore_no_migrations=True)
+    # A recorded migration whose file is gone is not in the graph.
+    applied = {key for key in loader.applied_migrations if key in loader.graph.nodes}
+    # The project state after the last applied migrations includes everything
+    # they depend on; a model or a db_table change in an unapplied one is not in it.
+    last = [
+        key
+        for key in applied
+        if not any(child.key in applied for child in loader.graph.node_map[key].children)
+    ]
+    if not last:
+        return set()
+    # Rendered, so that table names (defaults, db_table, many-to-many tables)
+    # are the ones Django computes; `migrate` renders this same state.
+    state = loader.project_state(last).apps
+    return {
+        model._meta.db_table
+        for model in state.get_models(include_auto_created=True)
+        # An unmanaged model (in that state) has no table made by migrations.
+        if model._meta.app_label in loader.migrated_apps and has_table(model)
+    }
 
 
 def _roles(placement: Placement, named: list[str]) -> list[CheckMessage]:

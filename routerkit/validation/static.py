@@ -215,21 +215,34 @@ def replicas_migrate(placement: Placement, models_: Iterable[type[Model]]) -> li
 def missing_tables(placement: Placement, models_: Iterable[type[Model]]) -> list[CheckMessage]:
     messages: list[CheckMessage] = []
     for model in models_:
-        if not has_table(model):
+        # A proxy writes to its concrete model's table, so that table must be
+        # where the proxy is written; a router keyed on app_label can split them.
+        concrete = model._meta.concrete_model if model._meta.proxy else model
+        if concrete is None or not has_table(concrete):
             continue
         home = placement.write(model)
         if home in settings.DATABASES and is_dummy(home):
             continue  # reported once, as E007
-        if not router.allow_migrate_model(home, model):
-            messages.append(
-                Error(
-                    f"{model._meta.label} is written to {home!r}, where it may not "
-                    f"migrate: its table {model._meta.db_table!r} will be missing there.",
-                    hint="Make db_for_write() and allow_migrate() agree for this model.",
-                    obj=model,
-                    id="routerkit.E005",
-                )
+        if router.allow_migrate_model(home, concrete):
+            continue
+        table = concrete._meta.db_table
+        if concrete is model:
+            msg = f"{model._meta.label} is written to {home!r}, where it may not migrate"
+            hint = "Make db_for_write() and allow_migrate() agree for this model."
+        else:
+            msg = (
+                f"Proxy {model._meta.label} is written to {home!r}, where "
+                f"{concrete._meta.label} may not migrate"
             )
+            hint = f"Route the proxy to the database {concrete._meta.label} is written to."
+        messages.append(
+            Error(
+                f"{msg}: its table {table!r} will be missing there.",
+                hint=hint,
+                obj=model,
+                id="routerkit.E005",
+            )
+        )
     return messages
 
 

@@ -1,0 +1,102 @@
+"""The health monitor under a slow primary, long batches and fork(), on the real cluster."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from django.test import override_settings
+
+from routerkit.conf import get_config
+from routerkit.health import Monitor, get_monitor
+from routerkit.health.probes import PostgresProbe
+from tests.pgcluster import PgCluster
+from tests.settings import ROUTERKIT
+
+REPLICAS = ("replica1", "replica2")
+
+
+class SlowPrimaryProbe(PostgresProbe):
+    """A real probe whose primary answers late, as a loaded primary does."""
+
+    slow = False
+
+    def primary(self) -> Any:
+        if SlowPrimaryProbe.slow:
+            time.sleep(self.timeout * 3)
+        return super().primary()
+
+
+@pytest.fixture
+def fast(replication: PgCluster) -> Iterator[PgCluster]:
+    settings = {**ROUTERKIT, "LAG": {"INTERVAL": 0.05, "TIMEOUT": 0.3, "MAX_SECONDS": 0.5}}
+    with override_settings(ROUTERKIT=settings):
+        yield replication
+
+
+def test_a_slow_primary_probe_does_not_empty_the_rotation(fast: PgCluster) -> None:
+    """Replicas are judged against the primary's last position when its probe is late."""
+    monitor = Monitor(get_config(), probe_factory=SlowPrimaryProbe)
+    try:
+        assert monitor.refresh().usable["primary"] == REPLICAS
+        SlowPrimaryProbe.slow = True
+        assert monitor.refresh().usable["primary"] == REPLICAS
+    finally:
+        SlowPrimaryProbe.slow = False
+        monitor.close()
+
+
+def test_a_long_batch_without_commits_is_not_lag(fast: PgCluster) -> None:
+    """Caught-up replicas are not lagging while a long batch writes WAL but no commit."""
+    # A server keeps refreshing (every INTERVAL) while no commit happens for
+    # longer than MAX_SECONDS: the time since the last commit alone would
+    # call that lag.
+    deadline = time.monotonic() + 0.6
+    while time.monotonic() < deadline:
+        get_monitor(get_config()).refresh()
+        time.sleep(0.05)
+    stop = threading.Event()
+
+    def batch() -> None:
+        with psycopg.connect(fast.primary.dsn("routerkit")) as conn, conn.transaction():
+            while not stop.is_set():
+                conn.execute(
+                    "INSERT INTO testapp_counter (name) SELECT 'b' FROM generate_series(1, 50)"
+                )
+
+    writer = threading.Thread(target=batch)
+    writer.start()
+    try:
+        time.sleep(0.2)
+        states = set()
+        for _ in range(10):
+            snapshot = get_monitor(get_config()).refresh()
+            states |= {snapshot.replicas[r].state for r in REPLICAS}
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        writer.join(10)
+    assert states == {"healthy"}
+
+
+def test_a_forked_child_does_not_break_the_parents_probes(fast: PgCluster) -> None:
+    """A child process probes on connections of its own, and closing them spares the parent's."""
+    monitor = get_monitor(get_config())
+    assert monitor.refresh().usable["primary"] == REPLICAS
+    pid = os.fork()
+    if pid == 0:  # the child, as a pre-forking server's worker
+        try:
+            child = get_monitor(get_config())
+            healthy = child is not monitor and child.refresh().usable["primary"] == REPLICAS
+            child.close()
+        finally:
+            os._exit(0 if healthy else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert monitor.refresh().usable["primary"] == REPLICAS
+    assert get_monitor(get_config()) is monitor
