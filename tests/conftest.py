@@ -12,8 +12,9 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connections
+from prometheus_client import CollectorRegistry
 
-from routerkit import consistency_scope, selection
+from routerkit import consistency_scope, metrics, selection
 from routerkit.conf import Config
 from routerkit.health import HEALTHY, ReplicaHealth, Snapshot
 from tests.example import Example, example_env
@@ -61,6 +62,15 @@ def all_replicas_healthy(monkeypatch: pytest.MonkeyPatch) -> None:
         return snapshots[id(config)][1]
 
     monkeypatch.setattr(selection, "_unscoped_snapshot", snapshot_for)
+
+
+@pytest.fixture
+def registry() -> Iterator[CollectorRegistry]:
+    """A fresh Prometheus registry for routerkit's metrics, so every value is exact."""
+    fresh = CollectorRegistry()
+    metrics.install(fresh)
+    yield fresh
+    metrics.install(CollectorRegistry())
 
 
 @pytest.fixture(scope="session")

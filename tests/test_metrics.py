@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -13,7 +12,7 @@ from django.db import router, transaction
 from django.test import Client, override_settings
 from prometheus_client import CollectorRegistry
 
-from routerkit import consistency_scope, metrics, use_primary
+from routerkit import consistency_scope, use_primary
 from routerkit.conf import get_config
 from routerkit.consistency import Requirement
 from routerkit.health import LAGGING, get_monitor
@@ -25,15 +24,6 @@ from tests.settings import ROUTERKIT
 from tests.testapp.models import Article
 
 DECISIONS = "routerkit_route_decisions_total"
-
-
-@pytest.fixture
-def registry() -> Iterator[CollectorRegistry]:
-    """A fresh registry for each test, so every value is exact."""
-    fresh = CollectorRegistry()
-    metrics.install(fresh)
-    yield fresh
-    metrics.install(CollectorRegistry())
 
 
 def decisions(registry: CollectorRegistry, database: str, reason: str, op: str = "read") -> float:

@@ -21,7 +21,7 @@ from django.core.management.base import CommandError
 from django.test import override_settings
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-from routerkit import consistency_scope, metrics
+from routerkit import consistency_scope
 from tests.pgcluster import PgCluster, free_ports
 from tests.settings import ROUTERKIT
 from tests.testapp.models import Article
@@ -60,15 +60,6 @@ def rows(text: str) -> dict[str, list[str]]:
             cells = line.split()
             found[cells[0]] = cells
     return found
-
-
-@pytest.fixture
-def registry() -> Iterator[CollectorRegistry]:
-    """A fresh registry for this process's decisions, so counts are exact."""
-    fresh = CollectorRegistry()
-    metrics.install(fresh)
-    yield fresh
-    metrics.install(CollectorRegistry())
 
 
 class _Exposition(BaseHTTPRequestHandler):
