@@ -135,11 +135,6 @@ def entered(scope: Scope) -> Iterator[Scope]:
             get_metrics().flush(scope)
 
 
-def is_forced() -> bool:
-    """Tell whether reads are forced to primaries by `use_primary()`."""
-    return _forced.get()
-
-
 class _Block:
     """A context manager that also decorates sync and async functions."""
 
