@@ -471,3 +471,9 @@ class TestCommand:
         status, out = run("--database", "primary", "--format", "json")
         assert status == 0
         assert [f["id"] for f in json.loads(out)] == ["routerkit.I001", "routerkit.I001"]
+
+
+def test_live_checks_record_no_metrics(replication: PgCluster, registry: Any) -> None:
+    """The validator's probes stay out of the server's metrics (and its multiprocess files)."""
+    assert [m for m in check_live(["primary"]) if m.id == "routerkit.I001"]
+    assert registry.get_sample_value("routerkit_replica_healthy", {"database": "replica1"}) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from routerkit.health.monitor import (
+    COMMAND_TIMEOUT,
     DOWN,
     HEALTHY,
     LAGGING,
@@ -12,10 +13,12 @@ from routerkit.health.monitor import (
     Monitor,
     ReplicaHealth,
     Snapshot,
+    command_monitor,
     get_monitor,
 )
 
 __all__ = [
+    "COMMAND_TIMEOUT",
     "DOWN",
     "HEALTHY",
     "LAGGING",
@@ -25,5 +28,6 @@ __all__ = [
     "Monitor",
     "ReplicaHealth",
     "Snapshot",
+    "command_monitor",
     "get_monitor",
 ]

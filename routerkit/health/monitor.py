@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from routerkit import stats
@@ -77,8 +77,6 @@ class Snapshot:
     primary_lsn: Mapping[str, int | None]
     # primary -> replicas in the read rotation, in configuration order
     usable: Mapping[str, tuple[str, ...]]
-    # primary -> whether its cluster reports WAL positions (PostgreSQL)
-    positional: Mapping[str, bool] = field(default_factory=dict)
 
     def position(self, alias: str) -> int | None:
         """Return the replay position of a replica, or the WAL position of a primary."""
@@ -214,18 +212,15 @@ class Monitor:
         wall = time.time()
         previous = self.snapshot.replicas
         primary_lsn: dict[str, int | None] = {}
-        positional: dict[str, bool] = {}
         for primary in config.clusters:
             status = _result(futures.get(primary))
             if isinstance(status, PrimaryStatus) and not status.in_recovery:
                 primary_lsn[primary] = status.lsn
-                positional[primary] = status.lsn is not None
                 self._last_primary[primary] = (status.lsn, started)
                 if status.lsn is not None:
                     history = self._history.setdefault(primary, deque(maxlen=HISTORY))
                     history.append((started, status.lsn))
                 continue
-            positional[primary] = self.snapshot.positional.get(primary, False)
             # A slow or failed primary probe must not empty the rotation (every
             # read would land on that busy primary): judge the replicas against
             # its last position while recent. That underestimates their lag by
@@ -273,7 +268,6 @@ class Monitor:
                 primary: tuple(r for r in cluster.replicas if replicas[r].healthy)
                 for primary, cluster in config.clusters.items()
             },
-            positional=positional,
         )
         self._last = time.monotonic()
         self._due = self._last + lag.interval * random.uniform(0.8, 1.2)
@@ -379,6 +373,20 @@ def _duration(future: Future[Any]) -> float | None:
     outcome = future.result()
     assert isinstance(outcome, tuple)
     return float(outcome[1])
+
+
+# A command (routerkit_validate, routerkit_status) may wait longer than a request.
+COMMAND_TIMEOUT = 2.0
+
+
+def command_monitor(config: Config) -> Monitor:
+    """Return a monitor of its own for a management command; close it when done.
+
+    It probes with COMMAND_TIMEOUT and records no metrics: in multiprocess mode
+    the command's probes would otherwise land in the server's metric files.
+    """
+    lag = replace(config.lag, timeout=max(config.lag.timeout, COMMAND_TIMEOUT))
+    return Monitor(replace(config, metrics=False, lag=lag))
 
 
 _monitor: Monitor | None = None

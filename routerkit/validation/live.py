@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 
 from django.apps import apps
 from django.core.checks import CheckMessage, Error, Info, Warning
@@ -13,13 +12,10 @@ from django.db.migrations.loader import MigrationLoader
 from django.db.utils import DatabaseError
 
 from routerkit.conf import get_config
-from routerkit.health import Monitor
+from routerkit.health import COMMAND_TIMEOUT, command_monitor
 from routerkit.health.probes import ProbeError, probe_for
 from routerkit.lsn import format_lsn
 from routerkit.validation.static import Placement, has_table, is_dummy
-
-# A command may wait longer than a request would for a slow server.
-LIVE_TIMEOUT = 2.0
 
 
 def check_live(databases: Iterable[str]) -> list[CheckMessage]:
@@ -123,7 +119,7 @@ def _roles(placement: Placement, named: list[str]) -> list[CheckMessage]:
         if connections[primary].vendor != "postgresql":
             continue
         try:
-            status = probe_for(primary, LIVE_TIMEOUT).primary()
+            status = probe_for(primary, COMMAND_TIMEOUT).primary()
         except ProbeError:
             continue  # reported by _tables() when named
         if status.in_recovery:
@@ -137,7 +133,7 @@ def _roles(placement: Placement, named: list[str]) -> list[CheckMessage]:
             )
     if not primaries:
         return messages
-    monitor = Monitor(replace(config, lag=replace(config.lag, timeout=LIVE_TIMEOUT)))
+    monitor = command_monitor(config)
     try:
         snapshot = monitor.refresh()
     finally:

@@ -17,6 +17,7 @@ from django.core.checks import CheckMessage, Error, Warning
 from django.db import router
 from django.db.models import Model
 
+from routerkit import env
 from routerkit.conf import CONTRIB_GROUPS, Config, get_config
 
 # One model per contrib app stands for the app's placement.
@@ -61,10 +62,9 @@ class Placement:
 def replica_aliases(config: Config) -> dict[str, str]:
     """Return replica -> primary, from ROUTERKIT and from TEST["MIRROR"]."""
     replicas = dict(config.replica_of)
-    for alias, settings_dict in settings.DATABASES.items():
-        mirror = settings_dict.get("TEST", {}).get("MIRROR")
-        if mirror:
-            replicas.setdefault(alias, mirror)
+    for primary, mirrors in env.replicas(settings.DATABASES).items():
+        for alias in mirrors:
+            replicas.setdefault(alias, primary)
     return replicas
 
 

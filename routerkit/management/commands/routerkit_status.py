@@ -10,7 +10,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.client import HTTPException
 from typing import Any
@@ -21,10 +21,15 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from routerkit.conf import Config, get_config
-from routerkit.health import UNKNOWN, Monitor, ReplicaHealth, Snapshot
+from routerkit.health import (
+    COMMAND_TIMEOUT,
+    UNKNOWN,
+    ReplicaHealth,
+    Snapshot,
+    command_monitor,
+)
 from routerkit.lsn import format_lsn
 from routerkit.metrics import get_metrics
-from routerkit.validation.live import LIVE_TIMEOUT
 
 # Cursor home, then erase the screen: each --watch frame replaces the last.
 CLEAR = "\x1b[H\x1b[2J"
@@ -131,9 +136,7 @@ class Command(BaseCommand):
         # A command may wait longer than a request for a slow server. Its probes
         # are not the application's: keep them out of the metrics, where in
         # multiprocess mode they would land in the server's shared files.
-        monitor = Monitor(
-            replace(config, metrics=False, lag=replace(config.lag, timeout=LIVE_TIMEOUT))
-        )
+        monitor = command_monitor(config)
         frames = 0
         try:
             while True:
@@ -214,7 +217,7 @@ def _from_url(url: str, token: str | None) -> Decisions:
         # Unredirected: a redirect to another host must not carry the token there.
         request.add_unredirected_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=LIVE_TIMEOUT) as response:
+        with urllib.request.urlopen(request, timeout=COMMAND_TIMEOUT) as response:
             text = response.read().decode("utf-8")
         return Decisions(source, _count(text_string_to_metric_families(text)))
     except (OSError, HTTPException, ValueError) as error:
