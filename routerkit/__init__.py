@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from routerkit.state import consistency_scope, use_primary
+from routerkit.state import consistency_scope, scoped, use_primary
 from routerkit.tasks import capture_token, restore_token
 from routerkit.writes import mark_written
 
@@ -11,6 +11,7 @@ __all__ = [
     "consistency_scope",
     "mark_written",
     "restore_token",
+    "scoped",
     "use_primary",
 ]
 __version__ = "0.1.0"

@@ -87,6 +87,8 @@ class Config:
     lag: Lag = field(default_factory=Lag)
     metrics: bool = True
     problems: tuple[Problem, ...] = ()
+    # Every alias routerkit places data on or reads from: primaries and replicas.
+    managed: frozenset[str] = frozenset()
 
     def cluster(self, primary: str) -> Cluster:
         """Return the cluster of a primary; one without replicas if none are configured."""
@@ -98,6 +100,15 @@ class Config:
     def primary_of(self, alias: str) -> str:
         """Return the primary whose data `alias` serves (itself unless it is a replica)."""
         return self.replica_of.get(alias, alias)
+
+    def home_of(self, app_label: str, label_lower: str) -> str:
+        """Return the primary a model belongs to by these settings, across all three routers."""
+        return (
+            self.contrib.get(app_label)
+            or self.models.get(label_lower)
+            or self.apps.get(app_label)
+            or self.default
+        )
 
 
 _config: Config | None = None
@@ -202,7 +213,10 @@ class _Parser:
                 "Set BALANCER to 'weighted' or list the replicas without weights.",
             )
 
+        managed = {default, *contrib.values(), *apps.values(), *models.values()}
+        managed.update(clusters, replica_of)
         return Config(
+            managed=frozenset(managed),
             default=default,
             contrib=contrib,
             apps=apps,

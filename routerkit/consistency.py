@@ -118,13 +118,19 @@ class Tokens:
     seen: str | None = None
 
 
-def start(scope: Scope, tokens: Tokens, config: Config) -> None:
-    """Begin a unit of work: restore a client's tokens and take a health snapshot."""
+def start(scope: Scope, tokens: Tokens, config: Config, outer: Scope | None = None) -> None:
+    """Begin a unit of work: restore a client's tokens and take a health snapshot.
+
+    `outer` is the implicit scope of the code the unit of work runs in, if
+    any (a test calling the test client, a command calling a view).
+    """
     if not config.clusters:
         return
     if config.sticky.mode != "off":
         scope.received = decode(tokens.written, config) if tokens.written else {}
         scope.received_seen = decode(tokens.seen, config) if tokens.seen else {}
+        if outer is not None and outer.written:
+            _adopt(scope, outer, config)
         scope.requirements = _merged(scope.received, scope.received_seen)
     monitor = get_monitor(config)
     snapshot = monitor.current()
@@ -135,6 +141,35 @@ def start(scope: Scope, tokens: Tokens, config: Config) -> None:
         if requirement.lsn is not None
     )
     scope.snapshot = monitor.refresh_if_due(PENDING_REFRESH if pending else None)
+
+
+def _adopt(scope: Scope, outer: Scope, config: Config) -> None:
+    """Let a unit of work see what the code around it wrote outside any scope.
+
+    A test that creates rows and then calls the test client, or a command
+    that calls a view, expects the request to read them. The surrounding
+    writes become positions that both the request and the surrounding code's
+    later reads honour, so neither reads a replica that has not replayed them.
+    """
+    written = _written(outer, config, time.time())
+    if written is None:
+        return
+    # Keep a cluster pinned where no position could be taken (inside atomic()).
+    outer.written.difference_update(p for p, r in written.items() if r.lsn is not None)
+    outer.received = written
+    outer.requirements = _merged(outer.received, outer.received_seen)
+    scope.received = _merged(scope.received, written)
+
+
+def hand_back(scope: Scope, outer: Scope) -> None:
+    """Make what a finished unit of work wrote bind the code around it too.
+
+    A test that posts through the test client and then reads the ORM must see
+    the post: its later reads honour the positions the request issued.
+    """
+    if scope.issued:
+        outer.received = _merged(outer.received, scope.issued)
+        outer.requirements = _merged(outer.received, outer.received_seen)
 
 
 def finish(scope: Scope, config: Config) -> Tokens:
@@ -157,6 +192,7 @@ def finish(scope: Scope, config: Config) -> Tokens:
     # just stored, as surely as deleting it would.
     written_live = live(written) if written is not None else {}
     seen_live = live(seen) if seen is not None else {}
+    scope.issued = written_live
     return Tokens(
         written=encode(written_live) if written_live else None,
         seen=encode(seen_live) if seen_live else None,

@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponseBase
 
 from routerkit import consistency
 from routerkit.conf import get_config
-from routerkit.state import Scope, consistency_scope, entered
+from routerkit.state import Scope, consistency_scope, current_scope, entered, implicit_scope
 from routerkit.stores import store_for
 
 logger = logging.getLogger("routerkit")
@@ -37,29 +37,37 @@ class ConsistencyMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
+        outer = implicit_scope()
         with consistency_scope(isolated=True) as scope:
-            begin(request, scope)
+            begin(request, scope, outer)
             response = self.get_response(request)
             end(request, response, scope)
+        _hand_back(scope)
         if response.streaming:
             _stream_in(scope, response)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
+        outer = implicit_scope()
         with consistency_scope(isolated=True) as scope:
             # Both may do I/O (probes, the WAL position, a cache): off the event
             # loop, on the thread the view's ORM calls used.
-            await sync_to_async(begin)(request, scope)
+            await sync_to_async(begin)(request, scope, outer)
             response = await get_response(request)
             await sync_to_async(end)(request, response, scope)
+        _hand_back(scope)
         if response.streaming:
             _stream_in(scope, response)
         return response
 
 
-def begin(request: HttpRequest, scope: Scope) -> None:
-    """Restore the client's token and take a health snapshot for the request."""
+def begin(request: HttpRequest, scope: Scope, outer: Scope | None = None) -> None:
+    """Restore the client's token and take a health snapshot for the request.
+
+    `outer` is the implicit scope of the code that called the handler in this
+    context (a test using the test client): the request sees what it wrote.
+    """
     config = get_config()
     tokens = consistency.Tokens()
     if config.clusters and config.sticky.mode != "off":
@@ -69,7 +77,7 @@ def begin(request: HttpRequest, scope: Scope) -> None:
             # A store that fails (a cache outage) costs this request its
             # client's token, which may send its reads to the primary, not a 500.
             logger.exception("routerkit: could not load the consistency token")
-    consistency.start(scope, tokens, config)
+    consistency.start(scope, tokens, config, outer)
 
 
 def end(request: HttpRequest, response: HttpResponseBase, scope: Scope) -> None:
@@ -84,6 +92,14 @@ def end(request: HttpRequest, response: HttpResponseBase, scope: Scope) -> None:
         # answer to it. Without a token its next read may be stale, but only
         # if a replica is still behind by then; the error is logged.
         logger.exception("routerkit: could not store the consistency token")
+
+
+def _hand_back(scope: Scope) -> None:
+    # The code around the request in this context (a test that posts through
+    # the test client, then reads the ORM) must see what the request wrote.
+    # Only a writing request pays for it, and only with a few dict merges.
+    if scope.issued:
+        consistency.hand_back(scope, current_scope())
 
 
 def _stream_in(scope: Scope, response: Any) -> None:

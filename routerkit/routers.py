@@ -50,20 +50,61 @@ class _BaseRouter:
         primary = self._primary(model)
         if primary is None:
             return None
+        instance = hints.get("instance")
+        if instance is not None:
+            primary = self._instance_home(primary, instance)
+            if primary not in self._config.managed:  # type: ignore[union-attr]
+                return primary  # an alias routerkit does not manage: stay there
         return read_alias(self._config, primary, hints)  # type: ignore[arg-type]
 
     def db_for_write(self, model: type[Model], **hints: Any) -> str | None:
         primary = self._primary(model)
-        if primary is not None:
-            count_write(self._config, primary)  # type: ignore[arg-type]
+        if primary is None:
+            return None
+        instance = hints.get("instance")
+        if instance is not None:
+            primary = self._instance_home(primary, instance)
+        count_write(self._config, primary)  # type: ignore[arg-type]
         return primary
 
+    def _instance_home(self, primary: str, instance: Any) -> str:
+        """Return where a query about `instance` belongs: where the object lives.
+
+        Django routes a save, a delete, a related manager and a relation's
+        read with the instance as a hint. An object loaded with ``using()``
+        lives where it was loaded from: writing it anywhere else would
+        overwrite or delete an unrelated row with the same primary key. So its
+        cluster wins over its model's placement (a replica stands for its
+        primary), and an alias routerkit does not manage is kept as it is.
+        Only a relation that crosses databases by configuration (the
+        instance's model placed on another primary than `model`, which
+        routerkit.E001 reports) follows the placement of `model`.
+        """
+        # `_state` and `_meta` through the instance, not type(instance): Django
+        # hands out lazy wrappers (request.user is a SimpleLazyObject).
+        db = getattr(getattr(instance, "_state", None), "db", None)
+        config: Config = self._config  # type: ignore[assignment]
+        if db is None or db == primary:
+            return primary
+        if db not in config.managed:
+            return str(db)
+        home = config.primary_of(db)
+        if home == primary:
+            return primary
+        meta = getattr(instance, "_meta", None)
+        if meta is not None and config.home_of(meta.app_label, meta.label_lower) == home:
+            # The instance is where its model belongs: the relation itself
+            # crosses databases, and `model` lives on its own primary.
+            return primary
+        return home
+
     def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool | None:
-        primary1 = self._primary(type(obj1))
-        primary2 = self._primary(type(obj2))
-        config = get_config()
+        # obj._meta.model, not type(obj): request.user is a SimpleLazyObject.
+        primary1 = self._primary(obj1._meta.model)
+        primary2 = self._primary(obj2._meta.model)
         if primary1 is None and primary2 is None:
             return None
+        config: Config = self._config  # type: ignore[assignment]
         # Where an object actually lives wins over where its model belongs.
         home1 = config.primary_of(obj1._state.db) if obj1._state.db else primary1
         home2 = config.primary_of(obj2._state.db) if obj2._state.db else primary2

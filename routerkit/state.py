@@ -9,13 +9,14 @@ one, while asyncio tasks and `sync_to_async` calls made inside a request do.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.db import connections
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from routerkit.health import Snapshot
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class Scope:
@@ -35,6 +38,7 @@ class Scope:
     __slots__ = (
         "_connections",
         "implicit",
+        "issued",
         "pinned",
         "read_from",
         "reads",
@@ -58,6 +62,9 @@ class Scope:
         self.received: dict[str, Requirement] = {}
         self.received_seen: dict[str, Requirement] = {}
         self.requirements: dict[str, Requirement] = {}
+        # primary -> what this scope's writes require of the client's next
+        # reads, once it has finished.
+        self.issued: dict[str, Requirement] = {}
         # primary -> the replica this scope reads it from: one replica per
         # request, so that its reads never go back in time.
         self.pinned: dict[str, str] = {}
@@ -119,6 +126,35 @@ def current_scope() -> Scope:
         scope = Scope(implicit=True)
         _scope.set(scope)
     return scope
+
+
+def implicit_scope() -> Scope | None:
+    """Return this context's implicit scope, if code outside any unit of work routed here."""
+    scope = _scope.get()
+    return scope if scope is not None and scope.implicit else None
+
+
+def scoped(func: Callable[P, R]) -> Callable[P, R]:
+    """Return `func` wrapped to run in the current routing scope, on any thread.
+
+    A new thread starts with an empty context: without this, its reads know
+    nothing of the writes its parent made, and the parent nothing of its
+    writes. Wrapped, the thread shares the parent's scope both ways::
+
+        pool.submit(routerkit.scoped(send_receipt), order.pk)
+
+    Writes the thread makes after its parent's request or task has ended are
+    not in that request's token: wait for the thread before responding.
+    """
+    current_scope()  # so that the caller and the thread share one scope
+    context = contextvars.copy_context()
+
+    @functools.wraps(func)
+    def inner(*args: P.args, **kwargs: P.kwargs) -> R:
+        # A context can be entered by one thread at a time: run in a copy.
+        return context.copy().run(func, *args, **kwargs)
+
+    return inner
 
 
 @contextmanager

@@ -26,6 +26,8 @@ PRIMARY_DATABASES = {
     "auth_db": "routerkit_auth",
     "billing": "routerkit_billing",
 }
+# The database of the "archive" alias: routerkit does not manage it, and nothing migrates it.
+ARCHIVE_DATABASE = "routerkit_archive"
 
 
 @pytest.fixture(autouse=True)
@@ -92,7 +94,7 @@ def django_db_setup(pg_cluster: PgCluster, django_db_blocker: pytest.FixtureRequ
     point the replica aliases at the primary (TEST MIRROR), which is exactly
     what these tests must not do.
     """
-    for name in PRIMARY_DATABASES.values():
+    for name in [*PRIMARY_DATABASES.values(), ARCHIVE_DATABASE]:
         pg_cluster.create_database(name)
     with django_db_blocker.unblock():  # type: ignore[attr-defined]
         with consistency_scope():

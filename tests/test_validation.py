@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -224,6 +226,39 @@ class TestW003Mirror:
         assert (message.id, message.obj) == ("routerkit.W003", "reporting")
 
 
+class TestW009UnusedDatabase:
+    @override_settings(SILENCED_SYSTEM_CHECKS=[])
+    def test_a_database_nothing_is_routed_to(self) -> None:
+        """Aliases no router writes, reads or migrates on are W009; replicas and dummies are not."""
+        unused = [m for m in validate() if m.id == "routerkit.W009"]
+        assert sorted(str(m.obj) for m in unused) == ["archive", "reporting"]
+        assert all(m.hint and "silence" in m.hint for m in unused)
+
+    @override_settings(
+        SILENCED_SYSTEM_CHECKS=[],
+        ROUTERKIT={**ROUTERKIT, "APPS": {"billing": "billing", "testapp.Counter": "archive"}},
+    )
+    def test_a_database_a_model_is_placed_on_is_used(self) -> None:
+        """Placing a model on an alias makes it used."""
+        assert [m.obj for m in validate() if m.id == "routerkit.W009"] == ["reporting"]
+
+
+def test_checks_run_without_any_contrib_app() -> None:
+    """`check` and `routerkit_validate` work in a project that installs no contrib app."""
+    root = Path(__file__).resolve().parent.parent
+    for command in (["check"], ["routerkit_validate"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "django", *command, "--settings", "tests.settings_minimal"],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+
+
 class TestSystemChecks:
     @override_settings(ROUTERKIT={**ROUTERKIT, "APPS": {"testapp.Comment": "billing"}})
     def test_static_rules_run_under_manage_py_check(self) -> None:
@@ -322,7 +357,8 @@ class TestLive:
     ) -> None:
         """The checks `migrate --database primary` runs first find no routerkit error."""
         messages = run_checks(databases=["primary"])
-        assert ids([m for m in messages if (m.id or "").startswith("routerkit.")]) == [
+        visible = [m for m in messages if not m.is_silenced()]
+        assert ids([m for m in visible if (m.id or "").startswith("routerkit.")]) == [
             "routerkit.I001",
             "routerkit.I001",
         ]
@@ -365,12 +401,15 @@ class TestLive:
         assert message.id == "routerkit.W008"
         assert message.obj._meta.label == "testapp.Counter"  # type: ignore[union-attr]
 
-    def test_w004_a_replica_alias_pointed_at_the_primary(self, replication: PgCluster) -> None:
-        """An alias listed as a replica that is not in recovery is W004."""
-        replicas = {"primary": ["replica1", "replica2", "reporting"]}
+    def test_w004_a_replica_alias_pointed_at_a_primary(self, replication: PgCluster) -> None:
+        """Replica aliases on a primary server or on the primary's own database are W004."""
+        replicas = {"primary": ["replica1", "replica2", "reporting", "archive"]}
         with override_settings(ROUTERKIT={**ROUTERKIT, "REPLICAS": replicas}):
             messages = [m for m in check_live(["primary"]) if m.id == "routerkit.W004"]
-        assert [(m.obj, "not in recovery" in m.msg) for m in messages] == [("reporting", True)]
+        assert [(m.obj, "not in recovery" in m.msg, "own database" in m.msg) for m in messages] == [
+            ("archive", True, False),
+            ("reporting", False, True),
+        ]
 
     def test_w004_a_stopped_replica(self, replication: PgCluster) -> None:
         """A replica that cannot be reached is W004."""

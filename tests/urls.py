@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from django.contrib.admin.models import ADDITION, LogEntry
+from django.contrib.contenttypes.models import ContentType
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.urls import path
 
@@ -51,7 +53,21 @@ async def aread(request: HttpRequest, pk: int) -> JsonResponse:
     return _describe(await Article.objects.filter(pk=pk).afirst())
 
 
+def log(request: HttpRequest) -> JsonResponse:
+    # request.user is a SimpleLazyObject: relating an object to it is the
+    # everyday case of a logged-in view.
+    entry = LogEntry.objects.create(
+        user=request.user,
+        content_type=ContentType.objects.get_for_model(Article),
+        object_id="1",
+        object_repr="an article",
+        action_flag=ADDITION,
+    )
+    return JsonResponse({"id": entry.pk}, status=201)
+
+
 urlpatterns = [
+    path("log/", log),
     path("articles/", create_then_read),
     path("articles/<int:pk>/", read),
     path("stream/", create_then_stream),

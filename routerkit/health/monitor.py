@@ -19,6 +19,9 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import Any
 
+from django.db.backends.base.base import NO_DB_ALIAS
+from django.db.backends.signals import connection_created
+
 from routerkit import stats
 from routerkit.conf import Config
 from routerkit.health.probes import (
@@ -26,6 +29,8 @@ from routerkit.health.probes import (
     Probe,
     ProbeError,
     ReplicaStatus,
+    as_mirror,
+    is_mirror,
     probe_for,
 )
 
@@ -167,6 +172,16 @@ class Monitor:
             probe = self._probes[alias] = self._probe_factory(alias, self.config.lag.timeout)
         return probe
 
+    def _call(self, alias: str) -> Callable[[], object]:
+        """Return the probe call that reads `alias`'s status."""
+        probe = self._probe(alias)
+        primary = self.config.replica_of.get(alias)
+        if primary is None:
+            return probe.primary
+        if is_mirror(alias, primary):
+            return lambda: as_mirror(probe.primary())
+        return probe.replica
+
     def _pool(self, size: int) -> ThreadPoolExecutor:
         # Threads do not survive fork(): a pre-forking server needs a new pool per process.
         if self._executor is None or self._pid != os.getpid():
@@ -185,10 +200,10 @@ class Monitor:
         targets: list[tuple[str, Callable[[], object]]] = []
         for primary, cluster in config.clusters.items():
             if cluster.replicas:
-                targets.append((primary, self._probe(primary).primary))
+                targets.append((primary, self._call(primary)))
             for replica in cluster.replicas:
                 if self._retry_at.get(replica, 0.0) <= started:
-                    targets.append((replica, self._probe(replica).replica))
+                    targets.append((replica, self._call(replica)))
         pool = self._pool(len(targets))
         futures: dict[str, Future[Any]] = {}
         for alias, call in targets:
@@ -199,11 +214,7 @@ class Monitor:
                 # Stuck (a hung server or network): forget that connection
                 # without closing it under the thread that uses it.
                 self._probes.pop(alias, None)
-                call = (
-                    self._probe(alias).primary
-                    if alias in config.clusters
-                    else self._probe(alias).replica
-                )
+                call = self._call(alias)
             submitted: Future[Any] = pool.submit(_timed, call)
             futures[alias] = submitted
             self._in_flight[alias] = (submitted, started)
@@ -359,6 +370,15 @@ def _forget_after_fork() -> None:
 _inherited: list[Monitor] = []
 
 
+def _release_probes(sender: object, connection: Any, **kwargs: Any) -> None:
+    # Django connects to no database in particular to create or drop one, as
+    # its test runner does around every run. An open probe connection to the
+    # database being dropped makes DROP DATABASE fail ("is being accessed by
+    # other users"), so close them all; the next refresh reconnects.
+    if connection.alias == NO_DB_ALIAS and _monitor is not None:
+        _monitor.close()
+
+
 def _result(future: Future[Any] | None) -> object:
     if future is None or not future.done():
         return None
@@ -405,5 +425,6 @@ def get_monitor(config: Config) -> Monitor:
                     monitor.close()
                 else:
                     os.register_at_fork(after_in_child=_forget_after_fork)
+                    connection_created.connect(_release_probes, dispatch_uid="routerkit.health")
                 monitor = _monitor = Monitor(config)
     return monitor

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -55,10 +56,16 @@ class PostgresProbe:
         self.alias = alias
         self.timeout = timeout
         self._connection: Any = None
+        self._target: tuple[Any, ...] = ()
 
     def _cursor(self) -> Any:
+        wrapper = connections[self.alias]
+        # Django's test runner renames databases in place (test_<name>, and
+        # TEST["MIRROR"]): follow the alias to where it points now.
+        target = database_of(wrapper.settings_dict)
+        if self._connection is not None and target != self._target:
+            self.close()
         if self._connection is None or self._connection.closed:
-            wrapper = connections[self.alias]
             params = wrapper.get_connection_params()
             for key in _DJANGO_ONLY:
                 params.pop(key, None)
@@ -82,6 +89,7 @@ class PostgresProbe:
                 # The driver's message may include the connection string.
                 raise ProbeError(f"cannot connect to {self.alias!r}") from None
             self._connection = connection
+            self._target = target
         return self._connection.cursor()
 
     def _fetch(self, sql: str) -> tuple[Any, ...]:
@@ -146,6 +154,33 @@ class PositionlessProbe:
 
     def close(self) -> None:
         pass
+
+
+def database_of(settings_dict: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Return what identifies the database an alias's settings point at."""
+    return tuple(settings_dict.get(key) for key in ("ENGINE", "HOST", "PORT", "NAME"))
+
+
+def is_mirror(replica: str, primary: str) -> bool:
+    """Tell whether a replica alias points at its primary's own database.
+
+    So it is under Django's test runner when replicas are TEST["MIRROR"]s on
+    the primary's server, and in the embedded SQLite demo: nothing to replay.
+    """
+    return database_of(connections[replica].settings_dict) == database_of(
+        connections[primary].settings_dict
+    )
+
+
+def as_mirror(status: PrimaryStatus) -> ReplicaStatus:
+    """Read a mirror's status from its database's own position: it is always caught up."""
+    return ReplicaStatus(
+        in_recovery=True,
+        replay_lsn=status.lsn,
+        receive_lsn=status.lsn,
+        replay_age=0.0,
+        streaming=True,
+    )
 
 
 def probe_for(alias: str, timeout: float) -> Probe:

@@ -15,13 +15,13 @@ from routerkit.validation.static import check_static
 
 
 def validate(databases: Iterable[str] | None = None) -> list[CheckMessage]:
-    """Return every finding: the static rules, and the live ones for `databases`."""
+    """Return every finding not silenced: the static rules, and the live ones for `databases`."""
     from routerkit.checks import check_settings, check_wiring
 
     messages = [*check_settings(), *check_wiring(), *check_static()]
     if databases:
         messages += check_live(databases)
-    return messages
+    return [m for m in messages if not m.is_silenced()]
 
 
 __all__ = ["validate"]

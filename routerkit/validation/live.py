@@ -13,7 +13,7 @@ from django.db.utils import DatabaseError
 
 from routerkit.conf import get_config
 from routerkit.health import COMMAND_TIMEOUT, command_monitor
-from routerkit.health.probes import ProbeError, probe_for
+from routerkit.health.probes import ProbeError, is_mirror, probe_for
 from routerkit.lsn import format_lsn
 from routerkit.validation.static import Placement, has_table, is_dummy
 
@@ -141,6 +141,17 @@ def _roles(placement: Placement, named: list[str]) -> list[CheckMessage]:
     for replica, health in sorted(snapshot.replicas.items()):
         if health.primary not in primaries:
             continue
+        if is_mirror(replica, health.primary):
+            # Safe to read (the monitor takes it as caught up), but no replica.
+            messages.append(
+                Warning(
+                    f"Replica {replica!r} is its primary's own database, not a replica.",
+                    hint="Reads on it take no load off the primary: point it at a "
+                    "streaming replica.",
+                    obj=replica,
+                    id="routerkit.W004",
+                )
+            )
         problem = _ROLE_PROBLEMS.get(health.state)
         if problem is not None:
             messages.append(

@@ -77,6 +77,8 @@ def check_static(models_: Sequence[type[Model]] | None = None) -> list[CheckMess
     """Run every static rule over `models_` (default: every installed model)."""
     config = get_config()
     placement = Placement(config)
+    # Whether a database is used at all can only be judged on every model.
+    whole = models_ is None
     if models_ is None:
         models_ = apps.get_models()
     all_models = _with_auto_created(models_)
@@ -89,6 +91,8 @@ def check_static(models_: Sequence[type[Model]] | None = None) -> list[CheckMess
     messages += duplicated_contenttypes(placement)
     messages += router_order(all_models)
     messages += mirrors(placement)
+    if whole:
+        messages += unused_aliases(placement, all_models)
     return messages
 
 
@@ -108,24 +112,29 @@ def _with_auto_created(models_: Sequence[type[Model]]) -> list[type[Model]]:
 
 def _relations(model: type[Model]) -> Iterator[tuple[Any, type[Model], str]]:
     """Yield (field, related model, kind) for each relation that needs one database."""
-    from django.contrib.contenttypes.fields import GenericRelation
+    generic: tuple[type, ...] = ()
+    # Importing contenttypes' fields loads ContentType, which raises when the
+    # app is not installed: contrib apps stay optional.
+    if apps.is_installed("django.contrib.contenttypes"):
+        from django.contrib.contenttypes.fields import GenericRelation
+
+        generic = (GenericRelation,)
 
     for field in model._meta.get_fields(include_hidden=False):
         if not field.is_relation or field.auto_created or field.related_model is None:
             continue
         # Django 6.1 no longer calls a ManyToManyField concrete (it has no column).
-        if not (field.concrete or field.many_to_many or isinstance(field, GenericRelation)):
+        if not (field.concrete or field.many_to_many or isinstance(field, generic)):
             continue
         related = field.related_model
         if isinstance(related, str):
             continue  # an unresolved lazy reference: Django's own checks report it
-        if isinstance(field, GenericRelation):
-            yield field, related, "GenericRelation"
-            if apps.is_installed("django.contrib.contenttypes"):
-                from django.contrib.contenttypes.models import ContentType
+        if isinstance(field, generic):
+            from django.contrib.contenttypes.models import ContentType
 
-                # Generic relations look ContentType up on the object's database.
-                yield field, ContentType, "GenericRelation (its content types)"
+            yield field, related, "GenericRelation"
+            # Generic relations look ContentType up on the object's database.
+            yield field, ContentType, "GenericRelation (its content types)"
             continue
         yield field, related, type(field).__name__
         if field.many_to_many:
@@ -354,6 +363,27 @@ def mirrors(placement: Placement) -> list[CheckMessage]:
         for replica, primary in placement.replicas.items()
         if replica in settings.DATABASES
         and not settings.DATABASES[replica].get("TEST", {}).get("MIRROR")
+    ]
+
+
+# -- W009: a database nothing is routed to ------------------------------------------------
+
+
+def unused_aliases(placement: Placement, models_: Iterable[type[Model]]) -> list[CheckMessage]:
+    tabled = [m for m in models_ if has_table(m)]
+    used = set(placement.replicas) | {placement.write(m) for m in tabled}
+    return [
+        Warning(
+            f"No router writes, reads or migrates anything on {alias!r}.",
+            hint="Place an app there (ROUTERKIT['APPS']) or list it as a replica; if only "
+            "explicit using() reaches it, silence routerkit.W009.",
+            obj=alias,
+            id="routerkit.W009",
+        )
+        for alias in placement.aliases
+        if alias not in used
+        and not is_dummy(alias)
+        and not any(router.allow_migrate_model(alias, m) for m in tabled)
     ]
 
 

@@ -60,7 +60,7 @@ class Command(BaseCommand):
                 f"Choose from: {', '.join(settings.DATABASES)}.",
                 returncode=2,
             )
-        findings = [m for m in validate(options["databases"]) if not m.is_silenced()]
+        findings = validate(options["databases"])
         findings.sort(key=lambda m: (-m.level, m.id or "", _obj(m)))
         if options["format"] == "json":
             self.stdout.write(json.dumps([_as_dict(m) for m in findings], indent=2))
