@@ -32,6 +32,11 @@ DATABASES = routerkit_env.databases(
     default_url=f"sqlite:///{_sqlite}",
     default_replica_urls=f"sqlite:///{_sqlite}" if _embedded else "",
 )
+if _embedded:
+    # A test database in a file, not SQLite's shared in-memory one: Django's
+    # TestCase checks constraints on the replica alias (a TEST["MIRROR"]) too,
+    # and in shared memory that read waits on the test's uncommitted writes.
+    DATABASES["default"]["TEST"] = {"NAME": str(_sqlite.with_name(f"test_{_sqlite.name}"))}
 _contrib_home = "default"
 if env.str("AUTH_DATABASE_URL", default=""):
     DATABASES["users"] = routerkit_env.parse_url(env.str("AUTH_DATABASE_URL"), "AUTH_DATABASE_URL")
