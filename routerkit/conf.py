@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -87,8 +88,6 @@ class Config:
     lag: Lag = field(default_factory=Lag)
     metrics: bool = True
     problems: tuple[Problem, ...] = ()
-    # Every alias routerkit places data on or reads from: primaries and replicas.
-    managed: frozenset[str] = frozenset()
 
     def cluster(self, primary: str) -> Cluster:
         """Return the cluster of a primary; one without replicas if none are configured."""
@@ -100,6 +99,12 @@ class Config:
     def primary_of(self, alias: str) -> str:
         """Return the primary whose data `alias` serves (itself unless it is a replica)."""
         return self.replica_of.get(alias, alias)
+
+    @cached_property
+    def managed(self) -> frozenset[str]:
+        """Every alias routerkit places data on or reads from: primaries and replicas."""
+        placed = {self.default, *self.contrib.values(), *self.apps.values(), *self.models.values()}
+        return frozenset(placed | set(self.clusters) | set(self.replica_of))
 
     def home_of(self, app_label: str, label_lower: str) -> str:
         """Return the primary a model belongs to by these settings, across all three routers."""
@@ -213,10 +218,7 @@ class _Parser:
                 "Set BALANCER to 'weighted' or list the replicas without weights.",
             )
 
-        managed = {default, *contrib.values(), *apps.values(), *models.values()}
-        managed.update(clusters, replica_of)
         return Config(
-            managed=frozenset(managed),
             default=default,
             contrib=contrib,
             apps=apps,

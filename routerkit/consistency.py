@@ -167,9 +167,8 @@ def hand_back(scope: Scope, outer: Scope) -> None:
     A test that posts through the test client and then reads the ORM must see
     the post: its later reads honour the positions the request issued.
     """
-    if scope.issued:
-        outer.received = _merged(outer.received, scope.issued)
-        outer.requirements = _merged(outer.received, outer.received_seen)
+    outer.received = _merged(outer.received, scope.issued)
+    outer.requirements = _merged(outer.received, outer.received_seen)
 
 
 def finish(scope: Scope, config: Config) -> Tokens:
