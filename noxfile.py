@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import runpy
 from pathlib import Path
 
 import nox
@@ -22,6 +23,9 @@ MATRIX = [
 ]
 
 nox.options.default_venv_backend = "venv"
+# `nox` alone runs the matrix; `nox -s compat` runs the third-party suites (minutes).
+nox.options.sessions = ["tests"]
+COMPAT_APPS = "tests/compat/apps.py"
 
 
 @nox.session
@@ -29,3 +33,13 @@ nox.options.default_venv_backend = "venv"
 def tests(session: nox.Session, django: str) -> None:
     session.install(f"django~={django}.0", "-e", ".[test]")
     session.run("python", "-m", "pytest", "-q", *session.posargs)
+
+
+@nox.session
+def compat(session: nox.Session) -> None:
+    """Third-party apps' own test suites, without and with routerkit (tests/compat/)."""
+    # Run from its file: nox does not put the project on sys.path.
+    requirements = runpy.run_path(COMPAT_APPS)["requirements"]()
+    # Django 5.2 LTS: the release every app in tests/compat/apps.py supports.
+    session.install("django~=5.2.0", "-e", ".[test]", *requirements)
+    session.run("python", "-m", "tests.compat.run", *session.posargs)

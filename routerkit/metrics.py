@@ -34,6 +34,7 @@ STICKY = "sticky"  # the client's time window after a write (STICKY MODE "time")
 TOKEN_PENDING = "token_pending"  # no usable replica has replayed the client's position
 LAGGING = "lagging"  # no usable replica; at least one is out for lag
 UNHEALTHY = "unhealthy"  # no usable replica: down, unknown or mis-pointed
+UNLISTED = "unlisted"  # a Django test case that does not list the replica in `databases`
 REASONS = (
     PRIMARY,
     REPLICA,
@@ -44,6 +45,7 @@ REASONS = (
     TOKEN_PENDING,
     LAGGING,
     UNHEALTHY,
+    UNLISTED,
 )
 
 PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

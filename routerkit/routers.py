@@ -6,13 +6,16 @@ each other and with a project's own routers. Reads are handed to
 `routerkit.selection`, which picks a replica or the primary.
 
 Every routerkit router refuses migrations on replica aliases, whatever the
-model: a replica is never a migration target.
+model: a replica is never a migration target. CONTRIB and APPS placements are
+exclusive (those tables migrate on their primary only); what only the catch-all
+places also migrates, as without routerkit, on aliases routerkit does not manage.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Model
 
 from routerkit import conf
@@ -184,3 +187,15 @@ class PrimaryReplicaRouter(_BaseRouter):
 
     def _place_app(self, config: Config, app_label: str, model_name: str | None) -> str | None:
         return config.default
+
+    def allow_migrate(
+        self, db: str, app_label: str, model_name: str | None = None, **hints: Any
+    ) -> bool | None:
+        if db not in get_config().managed:
+            # An alias outside routerkit's clusters is reached with explicit
+            # using() (several databases with the same tables): leave it to
+            # Django, as before routerkit was installed. A test mirror is a
+            # replica in production, never a migration target.
+            mirror = settings.DATABASES.get(db, {}).get("TEST", {}).get("MIRROR")
+            return False if mirror else None
+        return super().allow_migrate(db, app_label, model_name, **hints)

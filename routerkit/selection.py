@@ -145,13 +145,34 @@ def read_alias(config: Config, primary: str, hints: Mapping[str, Any]) -> str:
             else:
                 alias, reason = primary, _why_no_replica(primary, snapshot)
         if alias != primary:
-            scope.pinned[primary] = alias
+            if _unlisted(scope, alias):
+                alias, reason = primary, metrics.UNLISTED
+            else:
+                scope.pinned[primary] = alias
     scope.read_from.add(alias)
     if config.metrics:
         # Two dict lookups here; the Prometheus counter gets the sum when the
         # scope ends.
         scope.reads[reason][alias] += 1
     return alias
+
+
+def _unlisted(scope: Scope, replica: str) -> bool:
+    """Tell whether the running Django test case forbids queries to `replica`.
+
+    TestCase and TransactionTestCase replace the connection methods of every
+    alias a test does not list in `databases` (mirrors included) with a
+    `_DatabaseFailure` that fails the test. Such a test uses its primary only,
+    as it would without replicas: reads stay there. Outside tests the
+    connection has no instance attribute `connect`: one dict lookup.
+    """
+    cached = scope._connections.get(replica)
+    if cached is not None and cached[0] is _current_thread():
+        wrapper = cached[1]
+    else:
+        wrapper = scope.connection(replica)
+    connect = wrapper.__dict__.get("connect")
+    return connect is not None and type(connect).__name__ == "_DatabaseFailure"
 
 
 def _in_transaction(scope: Scope, primary: str) -> bool:

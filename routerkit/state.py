@@ -19,7 +19,7 @@ from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.db import connections
+from django.db import close_old_connections, connections
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -144,15 +144,26 @@ def scoped(func: Callable[P, R]) -> Callable[P, R]:
         pool.submit(routerkit.scoped(send_receipt), order.pk)
 
     Writes the thread makes after its parent's request or task has ended are
-    not in that request's token: wait for the thread before responding.
+    not in that request's token: wait for the thread before responding. On
+    another thread, each call ends as a request does: its database
+    connections are closed unless CONN_MAX_AGE keeps them.
     """
     current_scope()  # so that the caller and the thread share one scope
     context = contextvars.copy_context()
+    parent = threading.current_thread()
 
     @functools.wraps(func)
     def inner(*args: P.args, **kwargs: P.kwargs) -> R:
-        # A context can be entered by one thread at a time: run in a copy.
-        return context.copy().run(func, *args, **kwargs)
+        try:
+            # A context can be entered by one thread at a time: run in a copy.
+            return context.copy().run(func, *args, **kwargs)
+        finally:
+            if threading.current_thread() is not parent:
+                # As at the end of a request (CONN_MAX_AGE decides). Nobody
+                # else closes a worker thread's connections: they linger
+                # until garbage collection, and an open one keeps Django's
+                # test runner from dropping the test database.
+                close_old_connections()
 
     return inner
 

@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Group, Permission, User
 from django.contrib.contenttypes.models import ContentType
@@ -86,13 +87,26 @@ class TestPrimaryReplicaRouter:
         assert set(reads(Article, times=10)) == {"primary"}
 
     def test_replicas_never_migrate(self) -> None:
-        """No app migrates on a replica; unplaced apps migrate on DEFAULT only."""
+        """No app migrates on a replica; unplaced apps migrate on DEFAULT, not other primaries."""
         for db in ("replica1", "replica2", "billing_replica"):
             assert router.allow_migrate(db, "testapp", model_name="article") is False
             assert router.allow_migrate(db, "auth", model_name="user") is False
         assert router.allow_migrate("primary", "testapp", model_name="article") is True
         assert router.allow_migrate("billing", "testapp", model_name="article") is False
-        assert router.allow_migrate("default", "testapp", model_name="article") is False
+
+    def test_unmanaged_aliases_migrate_as_without_routerkit(self) -> None:
+        """What only the catch-all places migrates, as without routerkit, on other aliases."""
+        for unmanaged in ("default", "archive"):
+            assert PrimaryReplicaRouter().allow_migrate(unmanaged, "testapp") is None
+            assert router.allow_migrate(unmanaged, "testapp", model_name="article") is True
+            # CONTRIB and APPS placements are exclusive.
+            assert router.allow_migrate(unmanaged, "auth", model_name="user") is False
+            assert router.allow_migrate(unmanaged, "billing", model_name="invoice") is False
+
+    def test_a_test_mirror_never_migrates(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A replica known only by TEST["MIRROR"] is still never a migration target."""
+        monkeypatch.setitem(settings.DATABASES, "replica3", settings.DATABASES["replica1"])
+        assert router.allow_migrate("replica3", "testapp", model_name="article") is False
 
     def test_relations_within_a_cluster_are_allowed(self) -> None:
         """Objects read from a replica and from its primary may be related."""

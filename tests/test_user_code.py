@@ -9,8 +9,10 @@ from typing import Any, TypeVar
 from uuid import uuid4
 
 import pytest
-from django.db import router
-from django.test import Client, override_settings
+from django.db import connections, router
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.test import Client, TransactionTestCase, override_settings
+from prometheus_client import CollectorRegistry
 
 import routerkit
 from routerkit import consistency_scope
@@ -80,6 +82,20 @@ class TestThreads:
                 found = list(pool.map(lookup, pks))
         assert [a.pk if a else None for a in found] == pks
 
+    def test_a_scoped_call_on_a_thread_closes_its_connections(self, paused: PgCluster) -> None:
+        """As a request does: a worker's open connection would block DROP DATABASE in tests."""
+
+        def query() -> BaseDatabaseWrapper:
+            Article.objects.using("primary").exists()
+            return connections["primary"]
+
+        with consistency_scope():
+            wrapper = on_a_thread(routerkit.scoped(query))
+            assert wrapper.connection is None
+            # On the caller's own thread nothing is closed: it may be inside atomic().
+            wrapper = routerkit.scoped(query)()
+            assert wrapper.connection is not None
+
 
 class TestTestCodeAndTheTestClient:
     def test_a_request_sees_what_the_test_wrote_before_it(self, paused: PgCluster) -> None:
@@ -133,3 +149,41 @@ class TestMirrors:
         assert (health.state, health.lag_bytes) == (HEALTHY, 0)
         with consistency_scope(isolated=True):
             assert router.db_for_read(Article) == "reporting"
+
+
+class _PrimaryOnlyCase(TransactionTestCase):
+    """A user's test case that lists only the primary, as most do (Django's default)."""
+
+    databases = {"primary", "auth_db"}
+
+
+@pytest.fixture
+def primary_only_test_case() -> Iterator[None]:
+    """Django's own set-up of such a test: unlisted aliases raise on use."""
+    _PrimaryOnlyCase._add_databases_failures()
+    try:
+        yield
+    finally:
+        _PrimaryOnlyCase._remove_databases_failures()
+
+
+class TestDjangoTestCaseDatabases:
+    @pytest.mark.usefixtures("all_replicas_healthy", "primary_only_test_case")
+    def test_reads_stay_on_the_primary_when_replicas_are_not_listed(
+        self, registry: CollectorRegistry
+    ) -> None:
+        """A replica the test does not list would fail it: its reads go to the primary."""
+        with consistency_scope(isolated=True):
+            assert {router.db_for_read(Article) for _ in range(20)} == {"primary"}
+        assert (
+            registry.get_sample_value(
+                "routerkit_route_decisions_total",
+                {"operation": "read", "database": "primary", "reason": "unlisted"},
+            )
+            == 20
+        )
+
+    @pytest.mark.usefixtures("all_replicas_healthy")
+    def test_listed_replicas_serve(self) -> None:
+        """Without the test case's restriction, the same reads use a replica."""
+        assert router.db_for_read(Article) in {"replica1", "replica2"}

@@ -20,7 +20,7 @@ RUNNERS = {
     "manage.py test": [sys.executable, str(MANAGE), "test", "example_project", "--noinput"],
     "pytest-django": [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
 }
-TESTS_IN_THE_EXAMPLE = 7
+TESTS_IN_THE_EXAMPLE = 10
 
 
 def run(runner: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

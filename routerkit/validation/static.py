@@ -56,7 +56,8 @@ class Placement:
             return alias
 
     def migrates_on(self, model: type[Model]) -> list[str]:
-        return [a for a in self.aliases if router.allow_migrate_model(a, model)]
+        """Return the aliases `migrate` may create the model's table on (never a dummy)."""
+        return [a for a in self.aliases if not is_dummy(a) and router.allow_migrate_model(a, model)]
 
 
 def replica_aliases(config: Config) -> dict[str, str]:
@@ -293,8 +294,12 @@ def duplicated_contenttypes(placement: Placement) -> list[CheckMessage]:
         app_label = label.partition(".")[0]
         if not apps.is_installed(f"django.contrib.{app_label}"):
             continue
+        # Among routerkit's primaries: an alias outside its clusters that holds a
+        # full copy of the site (reached with explicit using()) is consistent in itself.
         on = [
-            a for a in placement.migrates_on(apps.get_model(label)) if a not in placement.replicas
+            a
+            for a in placement.migrates_on(apps.get_model(label))
+            if a in placement.config.managed and a not in placement.replicas
         ]
         if len(on) > 1:
             messages.append(
@@ -372,19 +377,20 @@ def mirrors(placement: Placement) -> list[CheckMessage]:
 def unused_aliases(placement: Placement, models_: Iterable[type[Model]]) -> list[CheckMessage]:
     tabled = [m for m in models_ if has_table(m)]
     used = set(placement.replicas) | {placement.write(m) for m in tabled}
-    return [
-        Warning(
-            f"No router writes, reads or migrates anything on {alias!r}.",
-            hint="Place an app there (ROUTERKIT['APPS']) or list it as a replica; if only "
-            "explicit using() reaches it, silence routerkit.W009.",
-            obj=alias,
-            id="routerkit.W009",
+    messages: list[CheckMessage] = []
+    for alias in placement.aliases:
+        if alias in used or is_dummy(alias):
+            continue
+        # routerkit leaves migrations on such an alias to Django (allow_migrate None).
+        migrated = sum(1 for m in tabled if router.allow_migrate_model(alias, m))
+        messages.append(
+            Warning(
+                f"No router sends reads or writes to {alias!r}.",
+                hint="Place an app there (ROUTERKIT['APPS']) or list it as a replica; if only "
+                f"explicit using() reaches it, silence routerkit.W009. migrate --database={alias} "
+                f"creates {migrated} of the {len(tabled)} tables there.",
+                obj=alias,
+                id="routerkit.W009",
+            )
         )
-        for alias in placement.aliases
-        if alias not in used
-        and not is_dummy(alias)
-        and not any(router.allow_migrate_model(alias, m) for m in tabled)
-    ]
-
-
-__all__ = ["Placement", "check_static", "has_table", "is_dummy", "replica_aliases"]
+    return messages

@@ -70,3 +70,25 @@ class CommittedNotesTests(TransactionTestCase):
         with ThreadPoolExecutor(max_workers=1) as pool:
             text = pool.submit(routerkit.scoped(lambda: Note.objects.get(pk=note.pk).text))
             self.assertEqual(text.result(), "for the thread")
+
+
+class DefaultDatabaseOnlyTests(TransactionTestCase):
+    """Django's default `databases`: the replicas are not listed, so reads stay on the primary."""
+
+    def test_a_read_only_request(self) -> None:
+        """A GET with no write before it would pick a replica: the primary serves it."""
+        response = self.client.get("/notes/987654/")
+        self.assertEqual(response.status_code, 404)
+        self.assertEqual(response.headers["X-Routerkit-Database"], "default")
+
+    def test_a_posted_note_is_read_back(self) -> None:
+        """POST then GET with the test client, then the ORM, without naming any replica."""
+        pk = self.client.post("/notes/", {"text": "on default only"}).json()["id"]
+        self.assertEqual(self.client.get(f"/notes/{pk}/").json()["text"], "on default only")
+        self.assertEqual(Note.objects.get(pk=pk).text, "on default only")
+
+    def test_the_admin_without_replicas_listed(self) -> None:
+        """Logged-in admin pages read sessions and users: none of it may touch a replica."""
+        Note.objects.create(text="listed")
+        self.client.force_login(User.objects.create_superuser("root", "r@example.com", "pw"))
+        self.assertContains(self.client.get("/admin/notes/note/"), "listed")
