@@ -7,7 +7,8 @@ by the primary, and a read that misses it was served by a replica.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from uuid import uuid4
 
 import psycopg
@@ -18,7 +19,9 @@ from django.db.utils import InternalError, OperationalError
 from django.test import AsyncClient, Client
 
 from routerkit import consistency_scope, use_primary
+from routerkit.conf import get_config
 from routerkit.env import read_only
+from routerkit.health import get_monitor
 from tests.billing.models import Invoice
 from tests.pgcluster import PgCluster
 from tests.testapp.models import Article
@@ -38,6 +41,15 @@ def committed_elsewhere(title: str | None = None) -> Article:
     """Commit an article from another unit of work, as another client would."""
     with consistency_scope(isolated=True):
         return Article.objects.create(title=title or uuid4().hex)
+
+
+def wait_until_usable(primary: str, replicas: Iterable[str], timeout: float = 30.0) -> None:
+    """Refresh the process monitor until every replica is in the primary's rotation."""
+    monitor = get_monitor(get_config())
+    deadline = time.monotonic() + timeout
+    while missing := set(replicas) - set(monitor.refresh().usable.get(primary, ())):
+        assert time.monotonic() < deadline, f"{sorted(missing)} never came back into rotation"
+        time.sleep(0.05)
 
 
 def read_in_fresh_scope(pk: int) -> Article | None:
@@ -244,6 +256,8 @@ class TestDjangoGuideTopology:
         article = committed_elsewhere()
         for replica in REPLICAS:
             replication.wait_replayed(replica)
+        # An earlier test may have stopped a replica: its probe backoff has to pass.
+        wait_until_usable("primary", REPLICAS)
         served = {read_in_fresh_scope(article.pk)._state.db for _ in range(40)}  # type: ignore[union-attr]
         assert served == set(REPLICAS)
 
