@@ -14,14 +14,12 @@ import statistics
 import sys
 import timeit
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import django
+from _readme import write_block
 from django.conf import settings
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-START, END = "<!-- benchmark:routing:start -->", "<!-- benchmark:routing:end -->"
 REPLICAS = ["replica1", "replica2"]
 METRICS_OFF = ", metrics off"
 
@@ -162,11 +160,7 @@ def main() -> None:
     )
     print(body, note, sep="\n\n")
     if args.write_readme:
-        text = README.read_text()
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        README.write_text(f"{head}{START}\n{body}\n\n{note}\n{END}{tail}")
-        print("README.md updated", file=sys.stderr)
+        write_block("routing", body, note)
 
 
 if __name__ == "__main__":

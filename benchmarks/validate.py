@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from _readme import write_block
+
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
-START, END = "<!-- benchmark:validate:start -->", "<!-- benchmark:validate:end -->"
 MANIFEST = "manifest.json"
 PINNED_DB = "billing"
 BUDGET_MS = 1000.0  # per 1,000 models: the limit --check enforces
@@ -291,22 +291,6 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def write_readme(body: str, note: str) -> bool:
-    text = README.read_text()
-    if START not in text or END not in text:
-        print(
-            f"README.md was not modified: add a line {START} and a line {END} where the "
-            "table should go, then run again with --write-readme.",
-            file=sys.stderr,
-        )
-        return False
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    README.write_text(f"{head}{START}\n{body}\n\n{note}\n{END}{tail}")
-    print("README.md updated", file=sys.stderr)
-    return True
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 5000])
@@ -378,7 +362,7 @@ def main() -> None:
         )
     if failed:
         raise SystemExit("not writing README.md: fix the generated project first")
-    if args.write_readme and not write_readme(body, note):
+    if args.write_readme and not write_block("validate", body, note):
         raise SystemExit(2)
     if args.check and slow:
         raise SystemExit(1)

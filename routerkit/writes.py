@@ -8,7 +8,6 @@ statement that may write runs there.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -17,36 +16,14 @@ from django.db.backends.signals import connection_created
 
 from routerkit.conf import get_config
 from routerkit.state import current_scope
-
-# Statements that cannot change data. Anything else counts as a write: being
-# wrong that way costs a replica read, the other way a stale one. WITH (writable
-# CTEs), EXPLAIN (ANALYZE runs the statement) and COPY are writes on purpose.
-_READ_ONLY = re.compile(
-    r"\s*(?:SELECT|SHOW|SAVEPOINT|RELEASE|ROLLBACK|BEGIN|START|COMMIT|END|SET|FETCH|CLOSE)\b",
-    re.IGNORECASE,
-)
-# SELECT ... INTO creates a table.
-_INTO = re.compile(r"\bINTO\b", re.IGNORECASE)
-
-
-def may_write(sql: object) -> bool:
-    """Tell whether a statement may change data (conservatively).
-
-    A SELECT that calls a function with side effects cannot be told apart
-    from a read: call `mark_written()` after it.
-    """
-    if not isinstance(sql, str):
-        return True  # bytes or a composed object: do not guess
-    if _READ_ONLY.match(sql) is None:
-        return True
-    # "SELECT 1; DELETE ..." runs as one call on some drivers.
-    return ";" in sql.rstrip().rstrip(";") or _INTO.search(sql) is not None
+from routerkit.statements import may_write
 
 
 def mark_written(using: str) -> None:
     """Record a write to `using` that routerkit cannot see.
 
-    For example a SELECT of a function that writes, or psycopg's
+    For example a SELECT of your own function that writes (the well-known
+    ones, such as ``nextval()``, are recognised), or psycopg's
     ``cursor.copy()``, which bypasses Django's execute wrappers. Later reads
     of that cluster in this request or task go to its primary.
     """
@@ -64,13 +41,23 @@ def track_writes(
     """Execute wrapper: mark the scope as written when a statement may write."""
     alias = context["connection"].alias
     scope = current_scope()
-    if alias not in scope.written and may_write(sql):
+    if alias not in scope.written and may_write(_text_of(sql, context["connection"])):
         primary = get_config().replica_of.get(alias)
         # A write through a replica alias fails on a hot standby; it must not
         # pin the replica's cluster either way.
         if primary is None:
             scope.written.add(alias)
     return execute(sql, params, many, context)
+
+
+def _text_of(sql: Any, connection: Any) -> Any:
+    """Render a psycopg `Composable` (sql.SQL, sql.Identifier...) so it can be judged."""
+    if isinstance(sql, (str, bytes)) or not hasattr(sql, "as_string"):
+        return sql
+    try:
+        return sql.as_string(connection.connection)
+    except Exception:  # cannot render it here: may_write() takes it for a write
+        return sql
 
 
 def _add_wrapper(connection: Any, **kwargs: Any) -> None:

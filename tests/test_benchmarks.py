@@ -27,3 +27,11 @@ def test_the_validation_benchmark_runs() -> None:
     result = run("benchmarks/validate.py", "--sizes", "50")
     assert result.returncode == 0, result.stderr
     assert "| models |" in result.stdout
+
+
+def test_the_statement_benchmark_runs() -> None:
+    """benchmarks/statements.py judges its statements as the classifier does."""
+    result = run("benchmarks/statements.py", "--number", "200", "--repeat", "1")
+    assert result.returncode == 0, result.stderr
+    assert "| ORM SELECT (quoted names, %s) | no |" in result.stdout
+    assert "| ORM INSERT ... RETURNING | yes |" in result.stdout
