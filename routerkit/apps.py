@@ -9,8 +9,8 @@ class RouterkitConfig(AppConfig):
     default_auto_field = "django.db.models.AutoField"
 
     def ready(self) -> None:
-        from routerkit import checks, conf
+        from routerkit import checks, conf, writes
 
         checks.register()
-        # Parse once at start-up; this also installs write tracking.
-        conf.get_config()
+        conf.get_config()  # parse once at start-up
+        writes.install()

@@ -134,9 +134,6 @@ def _load() -> Config:
     # Hooked up on first use rather than in ready(), so that routing stays
     # correct even when "routerkit" is missing from INSTALLED_APPS.
     setting_changed.connect(clear_cache, dispatch_uid="routerkit.conf")
-    from routerkit import writes
-
-    writes.install()
     return config
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Model
 
-from routerkit import conf
+from routerkit import conf, writes
 from routerkit.conf import Config, get_config
 from routerkit.selection import count_write, read_alias
 
@@ -27,6 +27,9 @@ _UNKNOWN = object()
 
 class _BaseRouter:
     def __init__(self) -> None:
+        # Django builds the routers on the first routing decision: write
+        # tracking is then in place even when "routerkit" is not installed.
+        writes.install()
         self._config: Config | None = None
         self._placed: dict[type[Model], str | None] = {}
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import inspect
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -109,10 +110,33 @@ def _reads() -> defaultdict[str, defaultdict[str, int]]:
 
 _scope: ContextVar[Scope | None] = ContextVar("routerkit_scope", default=None)
 _forced: ContextVar[bool] = ContextVar("routerkit_forced", default=False)
-# What each entered block must undo, innermost last. In a ContextVar (not on
-# the block object) so that one block instance may be used by several threads
-# or tasks at once.
-_undo: ContextVar[tuple[Any, ...]] = ContextVar("routerkit_undo", default=())
+# The blocks entered in this context, outermost first, each with what it must
+# undo. In a ContextVar (not on the block object) so that one block instance may
+# be used by several threads or tasks at once. Each entry is found by its own
+# marker on exit, so blocks may exit in any order (a generator closed inside
+# another block): `_scope` and `_forced` are then recomputed from what is left.
+_entered: ContextVar[tuple[_Entry, ...]] = ContextVar("routerkit_entered", default=())
+
+
+class _Entry:
+    """One entered block: what it set, and what was there before the first block."""
+
+    __slots__ = ("block", "forced", "parent", "previous", "scope")
+
+    def __init__(
+        self,
+        block: _Block,
+        *,
+        previous: Scope | None,
+        scope: Scope | None = None,
+        parent: Scope | None = None,
+        forced: bool = False,
+    ) -> None:
+        self.block = block
+        self.previous = previous  # _scope before this block, for the outermost entry
+        self.scope = scope  # set by consistency_scope
+        self.parent = parent
+        self.forced = forced  # set by use_primary
 
 
 def current_scope() -> Scope:
@@ -185,26 +209,56 @@ def entered(scope: Scope) -> Iterator[Scope]:
 class _Block:
     """A context manager that also decorates sync and async functions."""
 
-    def _enter(self) -> Any:
+    def _enter(self) -> _Entry:
         raise NotImplementedError
 
-    def _exit(self, undo: Any) -> None:
-        raise NotImplementedError
+    def _exit(self, entry: _Entry) -> None:
+        pass
 
     def _fresh(self) -> _Block:
         raise NotImplementedError
 
     def __enter__(self) -> Any:
-        undo = self._enter()
-        _undo.set((*_undo.get(), undo))
-        return undo[1] if isinstance(undo, tuple) else None
+        entry = self._enter()
+        _entered.set((*_entered.get(), entry))
+        if entry.scope is not None:
+            _scope.set(entry.scope)
+        if entry.forced:
+            _forced.set(True)
+        return entry.scope
 
     def __exit__(self, *exc_info: object) -> None:
-        *rest, undo = _undo.get()
-        _undo.set(tuple(rest))
-        self._exit(undo)
+        entries = list(_entered.get())
+        # The innermost entry of this block: blocks may exit in any order.
+        index = max(i for i, entry in enumerate(entries) if entry.block is self)
+        entry = entries.pop(index)
+        if entry.scope is not None:
+            outer = [e for e in entries[:index] if e.scope is not None]
+            inner = [i for i in range(index, len(entries)) if entries[i].scope is not None]
+            if inner and not outer:
+                # The outermost scope left first: the next one now restores
+                # what was there before it. A new entry, not a changed one:
+                # a copied context (an asyncio task) may share the old.
+                first = entries[inner[0]]
+                entries[inner[0]] = _Entry(
+                    first.block, previous=entry.previous, scope=first.scope, parent=first.parent
+                )
+            scopes = [e for e in entries if e.scope is not None]
+            _scope.set(scopes[-1].scope if scopes else entry.previous)
+        _entered.set(tuple(entries))
+        if entry.forced:
+            _forced.set(any(e.forced for e in entries))
+        self._exit(entry)
 
     def __call__(self, func: F) -> F:
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            # A generator runs between its caller's statements: a block around
+            # it would be entered and left at every step, in whatever context
+            # the caller is in. Use the block inside the generator instead.
+            raise TypeError(
+                f"{type(self).__name__}() cannot decorate the generator function "
+                f"{func.__qualname__}(); use it as a `with` block inside the generator"
+            )
         # Each call enters a block of its own, so one decorated function may
         # run concurrently in several threads or tasks.
         if iscoroutinefunction(func):
@@ -242,8 +296,8 @@ class consistency_scope(_Block):  # noqa: N801 - used like contextlib's lower-ca
     def _fresh(self) -> consistency_scope:
         return consistency_scope(isolated=self.isolated)
 
-    def _enter(self) -> tuple[Any, Scope, Scope | None]:
-        parent = _scope.get()
+    def _enter(self) -> _Entry:
+        previous = parent = _scope.get()
         if self.isolated or (parent is not None and parent.implicit):
             parent = None
         scope = Scope()
@@ -254,11 +308,15 @@ class consistency_scope(_Block):  # noqa: N801 - used like contextlib's lower-ca
             scope.requirements = dict(parent.requirements)
             scope.pinned = parent.pinned
             scope.snapshot = parent.snapshot
-        return _scope.set(scope), scope, parent
+        self._start(scope)
+        return _Entry(self, previous=previous, scope=scope, parent=parent)
 
-    def _exit(self, undo: tuple[Any, Scope, Scope | None]) -> None:
-        token, scope, parent = undo
-        _scope.reset(token)
+    def _start(self, scope: Scope) -> None:
+        """Prepare a new scope before it becomes current (restore_token reads its token)."""
+
+    def _exit(self, entry: _Entry) -> None:
+        scope, parent = entry.scope, entry.parent
+        assert scope is not None
         if parent is not None:
             parent.written |= scope.written
             parent.read_from |= scope.read_from
@@ -278,8 +336,5 @@ class use_primary(_Block):  # noqa: N801 - used like contextlib's lower-case hel
     def _fresh(self) -> use_primary:
         return use_primary()
 
-    def _enter(self) -> Token[bool]:
-        return _forced.set(True)
-
-    def _exit(self, undo: Token[bool]) -> None:
-        _forced.reset(undo)
+    def _enter(self) -> _Entry:
+        return _Entry(self, previous=_scope.get(), forced=True)

@@ -11,9 +11,6 @@ with routerkit.restore_token(token):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from routerkit import consistency
 from routerkit.conf import get_config
 from routerkit.state import Scope, consistency_scope, current_scope
@@ -30,13 +27,20 @@ def capture_token() -> str | None:
     return consistency.encode(requirements) if requirements else None
 
 
-@contextmanager
-def restore_token(token: str | None) -> Iterator[Scope]:
+class restore_token(consistency_scope):  # noqa: N801 - used like contextlib's lower-case helpers
     """Run a block as one unit of work that honours a token from `capture_token()`.
 
-    A missing, expired or tampered token gives a fresh scope (it is counted,
-    never raised).
+    A context manager (``with restore_token(token) as scope:``) and a decorator
+    for sync and async functions. A missing, expired or tampered token gives a
+    fresh scope (it is counted, never raised).
     """
-    with consistency_scope() as scope:
-        consistency.start(scope, consistency.Tokens(written=token), get_config())
-        yield scope
+
+    def __init__(self, token: str | None) -> None:
+        super().__init__()
+        self.token = token
+
+    def _fresh(self) -> restore_token:
+        return restore_token(self.token)
+
+    def _start(self, scope: Scope) -> None:
+        consistency.start(scope, consistency.Tokens(written=self.token), get_config())

@@ -28,4 +28,5 @@ command -v promtool >/dev/null 2>&1 || apt_install prometheus
 .venv/bin/ruff check routerkit tests example_project benchmarks
 .venv/bin/ruff format --check routerkit tests example_project benchmarks
 .venv/bin/mypy
+.venv/bin/lint-imports --no-cache
 exec .venv/bin/python -m pytest "$@"

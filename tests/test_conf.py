@@ -11,8 +11,8 @@ import pytest
 from django.core import checks
 from django.test import override_settings
 
-from routerkit.checks import check_settings
 from routerkit.conf import Cluster, Lag, Sticky, get_config, parse
+from routerkit.validation.config import check_settings
 from tests.settings import DATABASES, MIDDLEWARE, ROUTERKIT
 
 

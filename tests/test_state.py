@@ -188,3 +188,100 @@ def test_consistency_scope_decorates_coroutines() -> None:
 
     assert asyncio.run(main()) == [{"primary"}, {"primary"}]
     assert current_scope().written == set()
+
+
+def test_a_generator_closed_inside_another_block_leaves_it_intact() -> None:
+    """Blocks exit in any order: closing a generator does not undo the block around it."""
+
+    def rows():  # type: ignore[no-untyped-def]
+        with use_primary():
+            yield router.db_for_read(Article)
+            yield router.db_for_read(Article)
+
+    stream = rows()
+    assert next(stream) == "primary"  # use_primary() entered, still open
+    with consistency_scope(isolated=True) as scope:
+        stream.close()  # use_primary() exits here, inside the scope
+        from routerkit.state import current_scope as now
+
+        assert now() is scope  # the scope is still current
+        assert router.db_for_read(Article) != "primary"  # and nothing is forced
+        scope.written.add("primary")
+        assert router.db_for_read(Article) == "primary"
+    assert current_scope() is not scope
+    assert router.db_for_read(Article) != "primary"
+
+
+def test_an_outer_block_left_first_keeps_the_inner_one() -> None:
+    """Two use_primary() blocks left out of order: reads stay forced until both end."""
+    outer, inner = use_primary(), use_primary()
+    outer.__enter__()
+    inner.__enter__()
+    outer.__exit__(None, None, None)
+    assert router.db_for_read(Article) == "primary"  # inner is still open
+    inner.__exit__(None, None, None)
+    assert router.db_for_read(Article) != "primary"
+
+
+def test_scopes_left_out_of_order_restore_what_was_before() -> None:
+    """The outer scope left first: the inner stays current, then the context is as before."""
+    before = current_scope()
+    outer, inner = consistency_scope(isolated=True), consistency_scope(isolated=True)
+    outer_scope = outer.__enter__()
+    inner_scope = inner.__enter__()
+    outer.__exit__(None, None, None)
+    assert current_scope() is inner_scope
+    inner.__exit__(None, None, None)
+    assert current_scope() is before
+    assert outer_scope is not inner_scope
+
+
+def test_an_exception_between_blocks_unwinds_them() -> None:
+    """An exception raised inside nested blocks leaves no block entered."""
+    before = current_scope()
+    with pytest.raises(ZeroDivisionError), use_primary(), consistency_scope(isolated=True):
+        1 / 0  # noqa: B018
+    assert current_scope() is before
+    assert router.db_for_read(Article) != "primary"
+
+
+@pytest.mark.parametrize("block", [use_primary, consistency_scope])
+def test_a_block_refuses_to_decorate_a_generator(block) -> None:  # type: ignore[no-untyped-def]
+    """A generator function gets a clear TypeError at decoration time."""
+
+    def rows():  # type: ignore[no-untyped-def]
+        yield 1
+
+    async def async_rows():  # type: ignore[no-untyped-def]
+        yield 1
+
+    with pytest.raises(TypeError, match="cannot decorate the generator function"):
+        block()(rows)
+    with pytest.raises(TypeError, match="cannot decorate the generator function"):
+        block()(async_rows)
+
+
+def test_restore_token_decorates_sync_and_async_functions() -> None:
+    """restore_token(token) works as a decorator: each call is its own unit of work."""
+    from routerkit import restore_token
+
+    seen: list[object] = []
+
+    @restore_token(None)
+    def sync_task() -> str:
+        seen.append(current_scope())
+        return "sync"
+
+    @restore_token(None)
+    async def async_task() -> str:
+        seen.append(current_scope())
+        return "async"
+
+    before = current_scope()
+    assert sync_task() == "sync"
+    assert asyncio.iscoroutinefunction(async_task)
+    assert asyncio.run(async_task()) == "async"
+    assert len({id(scope) for scope in seen}) == 2
+    assert before not in seen
+    with pytest.raises(TypeError):
+        restore_token(None)(lambda: (yield))

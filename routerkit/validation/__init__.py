@@ -10,14 +10,13 @@ from collections.abc import Iterable
 
 from django.core.checks import CheckMessage
 
+from routerkit.validation.config import check_settings, check_wiring
 from routerkit.validation.live import check_live
 from routerkit.validation.static import check_static
 
 
 def validate(databases: Iterable[str] | None = None) -> list[CheckMessage]:
     """Return every finding not silenced: the static rules, and the live ones for `databases`."""
-    from routerkit.checks import check_settings, check_wiring
-
     messages = [*check_settings(), *check_wiring(), *check_static()]
     if databases:
         messages += check_live(databases)
