@@ -19,7 +19,7 @@ from routerkit.conf import Sticky
 from routerkit.consistency import MAX_TOKEN_LENGTH, TOKEN_MAX_AGE, Tokens
 from routerkit.state import use_primary
 
-SESSION_KEYS = ("_routerkit_token", "_routerkit_seen")
+SESSION_KEY = "_routerkit_token"
 _CLIENT_SALT = "routerkit.client"
 
 
@@ -59,27 +59,36 @@ class CookieStore:
 
 
 class SessionStore:
-    """The Django session (needs SessionMiddleware before ConsistencyMiddleware)."""
+    """The Django session (needs SessionMiddleware before ConsistencyMiddleware).
+
+    Only the written half lives in the session: it changes when the client
+    writes, and the session row is written then anyway. The seen half
+    (monotonic-read floors) changes on reads, so it travels in a signed cookie
+    as with the cookie store: a read-only GET never rewrites the session row.
+    """
+
+    def __init__(self, sticky: Sticky) -> None:
+        self.cookies = CookieStore(sticky)
 
     def load(self, request: HttpRequest) -> Tokens:
+        seen = self.cookies.load(request).seen
         session = getattr(request, "session", None)
         if session is None:
-            return Tokens()
+            return Tokens(seen=seen)
         # The token lives in the session row, so that row cannot be read from a
         # replica that may not have it yet. Django keeps the loaded session on
         # the request: this is one primary read per request.
         with use_primary():
-            values = [session.get(key) for key in SESSION_KEYS]
-        written, seen = (v if isinstance(v, str) else None for v in values)
-        return Tokens(written, seen)
+            written = session.get(SESSION_KEY)
+        return Tokens(written if isinstance(written, str) else None, seen)
 
     def save(self, request: HttpRequest, response: HttpResponseBase, tokens: Tokens) -> None:
+        self.cookies.save(request, response, Tokens(seen=tokens.seen))
         session = getattr(request, "session", None)
-        if session is None:
-            return
-        for key, value in zip(SESSION_KEYS, (tokens.written, tokens.seen), strict=True):
-            if value is not None:
-                session[key] = value
+        # Assigning marks the session modified, and Django then saves the row.
+        written = tokens.written
+        if session is not None and written is not None and session.get(SESSION_KEY) != written:
+            session[SESSION_KEY] = written
 
 
 class CacheStore:
@@ -132,7 +141,7 @@ def _keys(client: str) -> tuple[str, str]:
 def store_for(sticky: Sticky) -> Store:
     """Return the store STICKY["STORE"] names."""
     if sticky.store == "session":
-        return SessionStore()
+        return SessionStore(sticky)
     if sticky.store == "cache":
         return CacheStore(sticky)
     return CookieStore(sticky)

@@ -499,3 +499,40 @@ class BrokenCache:
             raise ConnectionError("cache server down")
 
         return fail
+
+
+class TestSessionStoreWrites:
+    def test_a_read_only_get_never_updates_the_session_row(
+        self, cluster: PgCluster, client: Client
+    ) -> None:
+        """With STORE "session", GETs leave the session row as it was; floors go in a cookie.
+
+        Each GET here reads on the primary (the replicas have not replayed the
+        client's write), which raises the client's monotonic-read floor to the
+        primary's position: kept in the session, that rewrote the row, whose
+        write moved the position again, on every GET.
+        """
+        from django.contrib.sessions.models import Session
+        from django.db import router
+
+        session_first = [MIDDLEWARE[1], MIDDLEWARE[0], *MIDDLEWARE[2:]]
+        settings = routerkit_settings(STICKY={"STORE": "session"})
+        with override_settings(ROUTERKIT=settings, MIDDLEWARE=session_first):
+            for replica in REPLICAS:
+                cluster.pause_replay(replica)
+            pk = post(client)
+            key = client.cookies["sessionid"].value
+            sessions = Session.objects.using(router.db_for_write(Session))
+
+            def row() -> tuple[str, object]:
+                session = sessions.get(session_key=key)
+                return session.session_data, session.expire_date
+
+            after_write = row()
+            refresh()
+            for _ in range(3):
+                assert served(client, pk) == (200, "primary")
+            assert row() == after_write
+            assert f"{COOKIE}_seen" in client.cookies  # the floors travel here
+            assert COOKIE not in client.cookies  # the written half stays in the session
+            assert served(Client(), pk) == (404, None)  # another client: a replica
