@@ -52,13 +52,37 @@ class Requirement:
         )
 
 
+# In a token: every cluster not listed by name. Used when the clusters do not
+# all fit under MAX_TOKEN_LENGTH.
+_OTHERS = "*"
+
+
 def encode(requirements: Mapping[str, Requirement]) -> str:
-    """Return the signed token for `requirements`."""
-    payload = {
-        "v": _VERSION,
-        "r": {alias: [req.lsn, req.until] for alias, req in sorted(requirements.items())},
-    }
-    return signing.dumps(payload, salt=TOKEN_SALT, compress=False)
+    """Return the signed token for `requirements`, never longer than MAX_TOKEN_LENGTH.
+
+    When the clusters do not all fit, even compressed (a few dozen of them), the
+    token lists as many as fit, in name order, and sends every other cluster's
+    reads to its primary until the token expires: what is dropped costs
+    primary reads, never a stale read.
+    """
+    entries = sorted(requirements.items())
+    token = _dumps(entries)
+    if len(token) <= MAX_TOKEN_LENGTH:
+        return token
+    token = _dumps(entries, compress=True)
+    if len(token) <= MAX_TOKEN_LENGTH:
+        return token
+    others = Requirement(until=time.time() + TOKEN_MAX_AGE)
+    for kept in range(len(entries) - 1, -1, -1):
+        token = _dumps([*entries[:kept], (_OTHERS, others)], compress=True)
+        if len(token) <= MAX_TOKEN_LENGTH:
+            break
+    return token
+
+
+def _dumps(entries: list[tuple[str, Requirement]], *, compress: bool = False) -> str:
+    payload = {"v": _VERSION, "r": {alias: [req.lsn, req.until] for alias, req in entries}}
+    return signing.dumps(payload, salt=TOKEN_SALT, compress=compress)
 
 
 def decode(raw: str, config: Config) -> dict[str, Requirement]:
@@ -85,7 +109,11 @@ def _parse(payload: Any, config: Config) -> dict[str, Requirement]:
     if payload["v"] != _VERSION:
         raise ValueError("unknown version")
     requirements = {}
+    others: Requirement | None = None
     for alias, (lsn, until) in payload["r"].items():
+        if alias == _OTHERS and lsn is None and isinstance(until, (int, float)):
+            others = Requirement(until=until)
+            continue
         if alias not in config.clusters:
             continue  # a cluster no longer configured: nothing to require
         if lsn is not None and not (isinstance(lsn, int) and 0 <= lsn <= MAX_LSN):
@@ -93,6 +121,9 @@ def _parse(payload: Any, config: Config) -> dict[str, Requirement]:
         if until is not None and not isinstance(until, (int, float)):
             raise ValueError("bad time")
         requirements[alias] = Requirement(lsn, until)
+    if others is not None:
+        for primary in config.clusters:
+            requirements.setdefault(primary, others)
     return requirements
 
 

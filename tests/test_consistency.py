@@ -536,3 +536,67 @@ class TestSessionStoreWrites:
             assert f"{COOKIE}_seen" in client.cookies  # the floors travel here
             assert COOKIE not in client.cookies  # the written half stays in the session
             assert served(Client(), pk) == (404, None)  # another client: a replica
+
+
+class TestTokenSize:
+    @staticmethod
+    def many_clusters(count: int, *, random_names: bool = False) -> Any:
+        """A configuration of `count` primaries with long names, each with a replica."""
+        from routerkit.conf import parse
+
+        sqlite = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+        names = [
+            uuid4().hex if random_names else f"customer_shard_{n:03d}_primary" for n in range(count)
+        ]
+        databases = {"default": sqlite}
+        for name in names:
+            databases[name] = sqlite
+            databases[f"{name}_replica"] = sqlite
+        config = parse({"REPLICAS": {name: [f"{name}_replica"] for name in names}}, databases)
+        assert config.problems == ()
+        return config, names
+
+    def test_thirty_clusters_fit_compressed(self) -> None:
+        """30 clusters with similar names: compressed, every position is kept exactly."""
+        from routerkit.consistency import MAX_TOKEN_LENGTH, decode
+
+        config, names = self.many_clusters(30)
+        now = time.time()
+        requirements = {
+            name: Requirement(lsn=2**40 + n, until=now + 2) for n, name in enumerate(names)
+        }
+        token = encode(requirements)
+        assert len(token) <= MAX_TOKEN_LENGTH
+        assert decode(token, config) == requirements
+
+    def test_a_token_for_many_clusters_never_rejects_itself(self) -> None:
+        """60 clusters do not fit: the token stays under the cap and loses no guarantee."""
+        from routerkit.consistency import MAX_TOKEN_LENGTH, TOKEN_MAX_AGE, decode
+
+        config, names = self.many_clusters(60, random_names=True)
+        now = time.time()
+        requirements = {
+            name: Requirement(lsn=0x7FFF_0000_0000 + n, until=now + 2)
+            for n, name in enumerate(names)
+        }
+        rejected = stats.get("token_rejected", "oversized")
+        token = encode(requirements)
+        assert len(token) <= MAX_TOKEN_LENGTH
+        decoded = decode(token, config)
+        assert stats.get("token_rejected", "oversized") == rejected
+        assert set(decoded) == set(names)  # every cluster still carries a requirement
+        for name in names:
+            exact = decoded[name] == requirements[name]
+            # Dropped ones read from the primary until the token expires.
+            folded = decoded[name].lsn is None and decoded[name].until >= now + TOKEN_MAX_AGE - 5
+            assert exact or folded, name
+        kept = sum(decoded[name] == requirements[name] for name in names)
+        assert 5 <= kept < len(names)
+
+    def test_a_token_that_fits_is_sent_as_it_is(self) -> None:
+        """A handful of clusters: every position is kept exactly, and no others are added."""
+        from routerkit.consistency import decode
+
+        config, names = self.many_clusters(4)
+        requirements = {name: Requirement(lsn=100 + n) for n, name in enumerate(names[:2])}
+        assert decode(encode(requirements), config) == requirements

@@ -141,6 +141,26 @@ class TestE001Relations:
         with override_settings(ROUTERKIT={**ROUTERKIT, "CONTRIB": {"auth": "primary"}}):
             assert check_static([Attachment, Page]) == []
 
+    @isolate_apps("tests.testapp")
+    def test_a_multi_table_parent_link_across_databases(self) -> None:
+        """A child of multi-table inheritance on another database than its parent is E001."""
+
+        class Place(models.Model):  # noqa: DJ008
+            class Meta:
+                app_label = "testapp"
+
+        class Restaurant(Place):  # noqa: DJ008
+            class Meta:
+                app_label = "testapp"
+
+        assert check_static([Place, Restaurant]) == []
+        apart = {**ROUTERKIT, "APPS": {"testapp.Restaurant": "billing"}}
+        with override_settings(ROUTERKIT=apart):
+            (message,) = check_static([Place, Restaurant])
+        assert message.id == "routerkit.E001"
+        assert message.obj.name == "place_ptr"  # type: ignore[union-attr]
+        assert "parent link" in message.msg
+
 
 class TestE002Contrib:
     @override_settings(DATABASE_ROUTERS=with_routers("AdminElsewhereRouter"))
@@ -265,6 +285,20 @@ class TestSystemChecks:
         """`manage.py check` reports E001 (and fails on it)."""
         with pytest.raises(SystemCheckError, match=r"routerkit\.E001"):
             call_command("check")
+
+    @override_settings(ROUTERKIT={**ROUTERKIT, "APPS": {"testapp.Comment": "billing"}})
+    def test_model_rules_judge_only_the_apps_named(self) -> None:
+        """`check contenttypes` does not judge testapp's models; `check testapp` does."""
+        call_command("check", "contenttypes", stdout=StringIO())
+        with pytest.raises(SystemCheckError, match=r"routerkit\.E001"):
+            call_command("check", "testapp", stdout=StringIO())
+
+    @override_settings(ROUTERKIT={**ROUTERKIT, "APPS": {"testapp.Comment": "billing"}})
+    def test_model_rules_are_tagged_models_and_routerkit(self) -> None:
+        """As Django tags its model checks: `check --tag models` runs E001."""
+        for tag in ("models", "routerkit"):
+            assert "routerkit.E001" in ids(run_checks(tags=[tag]))
+        assert "routerkit.E001" not in ids(run_checks(tags=["urls"]))
 
 
 # -- live rules, on the real cluster ---------------------------------------------------

@@ -122,7 +122,12 @@ def _relations(model: type[Model]) -> Iterator[tuple[Any, type[Model], str]]:
         generic = (GenericRelation,)
 
     for field in model._meta.get_fields(include_hidden=False):
-        if not field.is_relation or field.auto_created or field.related_model is None:
+        if not field.is_relation or field.related_model is None:
+            continue
+        # A multi-table child's parent link is auto-created, but it is a real
+        # one-to-one column: every query of the child joins the parent's table.
+        parent_link = field.concrete and getattr(field.remote_field, "parent_link", False)
+        if field.auto_created and not parent_link:
             continue
         # Django 6.1 no longer calls a ManyToManyField concrete (it has no column).
         if not (field.concrete or field.many_to_many or isinstance(field, generic)):
@@ -136,6 +141,9 @@ def _relations(model: type[Model]) -> Iterator[tuple[Any, type[Model], str]]:
             yield field, related, "GenericRelation"
             # Generic relations look ContentType up on the object's database.
             yield field, ContentType, "GenericRelation (its content types)"
+            continue
+        if parent_link:
+            yield field, related, "Multi-table inheritance parent link"
             continue
         yield field, related, type(field).__name__
         if field.many_to_many:
