@@ -100,3 +100,34 @@ def test_a_forked_child_does_not_break_the_parents_probes(fast: PgCluster) -> No
     assert os.waitstatus_to_exitcode(status) == 0
     assert monitor.refresh().usable["primary"] == REPLICAS
     assert get_monitor(get_config()) is monitor
+
+
+# One sample per second while the primary writes 1,000 bytes a second.
+STEADY = [(100.0 + n, 1_000 * n) for n in range(6)]  # last sample: t=105, lsn 5,000
+
+
+@pytest.mark.parametrize(
+    ("position", "now", "age"),
+    [
+        (4_990, 105.0, 0.010),  # 10 bytes behind at 1,000 B/s: 10 ms, not one interval
+        (4_500, 105.0, 0.5),
+        (4_000, 105.0, 1.0),  # exactly at a sample
+        (2_250, 105.5, 3.25),  # between older samples, judged half a second later
+        (0, 105.0, 5.0),  # at the oldest sample
+        (-1, 105.0, None),  # older than the history: unknown here
+        (5_000, 105.2, 0.2),  # at the newest sample: the primary passed it then
+    ],
+)
+def test_lag_in_seconds_is_interpolated_between_samples(
+    position: int, now: float, age: float | None
+) -> None:
+    """Lag seconds come from the primary's position history, not rounded to INTERVAL."""
+    from collections import deque
+
+    from routerkit.health.monitor import _age_of
+
+    measured = _age_of(deque(STEADY), position, now)
+    if age is None:
+        assert measured is None
+    else:
+        assert measured == pytest.approx(age, abs=1e-9)

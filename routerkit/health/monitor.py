@@ -330,8 +330,8 @@ class Monitor:
 
         Not the time since the last replayed commit: a long batch writes WAL
         but no commit, and would make caught-up replicas look minutes behind.
-        Accurate to one INTERVAL; before there is history, falls back to the
-        time since the last replayed commit.
+        Interpolated between position samples (see `_age_of`); before there is
+        history, falls back to the time since the last replayed commit.
         """
         assert status.replay_lsn is not None
         age = _age_of(self._history.get(primary, deque()), status.replay_lsn, now)
@@ -348,13 +348,25 @@ def _timed(call: Callable[[], object]) -> tuple[object, float]:
 
 
 def _age_of(history: deque[tuple[float, int]], position: int, now: float) -> float | None:
-    """Return how long ago the primary was last at or before `position`, if known."""
-    age = None
+    """Return how long ago the primary passed `position`, if the history covers it.
+
+    That is the age of the oldest data the replica lacks. Between the two
+    samples around `position` the primary is taken to have written at an even
+    rate: a replica 10 ms behind reports about 10 ms, not one INTERVAL (the
+    time since the sample before it), which would keep an excluded replica
+    out for good when INTERVAL exceeds the hysteresis limit.
+    """
+    before: tuple[float, int] | None = None
     for when, lsn in history:
         if lsn > position:
-            break
-        age = now - when
-    return age
+            if before is None:
+                return None  # older than the whole history
+            then, passed = before
+            share = (position - passed) / (lsn - passed)
+            return max(0.0, now - (then + (when - then) * share))
+        before = (when, lsn)
+    # At or past the newest sample: the primary passed it after that sample.
+    return None if before is None else max(0.0, now - before[0])
 
 
 def _forget_after_fork() -> None:
