@@ -154,7 +154,22 @@ def read_alias(config: Config, primary: str, hints: Mapping[str, Any]) -> str:
         # Two dict lookups here; the Prometheus counter gets the sum when the
         # scope ends.
         scope.reads[reason][alias] += 1
+        if scope.implicit:
+            _flush_unscoped(scope)
     return alias
+
+
+# An implicit scope (a shell, a script, a worker without integration) never
+# ends, so its counts are flushed as they come: at most once per this many
+# seconds, which bounds the cost of Prometheus' locks to one flush a second.
+UNSCOPED_FLUSH_SECONDS = 1.0
+
+
+def _flush_unscoped(scope: Scope) -> None:
+    now = time.monotonic()
+    if now - scope.flushed_at >= UNSCOPED_FLUSH_SECONDS:
+        scope.flushed_at = now
+        metrics.get_metrics().flush(scope)
 
 
 def _unlisted(scope: Scope, replica: str) -> bool:
@@ -185,7 +200,10 @@ def _in_transaction(scope: Scope, primary: str) -> bool:
 def count_write(config: Config, primary: str) -> None:
     """Count a write decision (off the read path: writes are rarer)."""
     if config.metrics:
-        (_scope.get() or current_scope()).writes[primary] += 1
+        scope = _scope.get() or current_scope()
+        scope.writes[primary] += 1
+        if scope.implicit:
+            _flush_unscoped(scope)
 
 
 def _instance_replica(

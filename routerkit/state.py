@@ -38,6 +38,7 @@ class Scope:
 
     __slots__ = (
         "_connections",
+        "flushed_at",
         "implicit",
         "issued",
         "pinned",
@@ -75,6 +76,8 @@ class Scope:
         # for reads, database -> count for writes.
         self.reads: defaultdict[str, defaultdict[str, int]] = _reads()
         self.writes: defaultdict[str, int] = defaultdict(int)
+        # When an implicit scope, which never ends, last flushed its counts.
+        self.flushed_at = 0.0
         # alias -> (thread, connection wrapper). Looking a wrapper up through
         # django.db.connections costs more than the rest of a routing decision
         # (asgiref's Local takes a lock), so it is done once per scope and

@@ -197,3 +197,51 @@ def test_nothing_is_registered_at_import() -> None:
     )
     assert result.stdout.strip() == "[]", result.stderr
     assert current_scope() is not None
+
+
+@pytest.mark.usefixtures("all_replicas_healthy")
+class TestDecisionsOutsideAnyScope:
+    @staticmethod
+    def in_a_bare_thread(work: object) -> None:
+        """Run `work` on a new thread: an empty context, as a script's or a shell's."""
+        import threading
+
+        from django.db import connections
+
+        def run() -> None:
+            try:
+                work()  # type: ignore[operator]
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(10)
+
+    def test_the_first_decision_is_counted_at_once(self, registry: CollectorRegistry) -> None:
+        """A one-query script's read reaches the metrics although no scope ever ends."""
+        self.in_a_bare_thread(lambda: router.db_for_read(Article))
+        total = decisions(registry, "replica1", "replica") + decisions(
+            registry, "replica2", "replica"
+        )
+        assert total == 1
+
+    def test_later_decisions_are_flushed_as_they_come(
+        self, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With the flush interval elapsed, every read and write outside a scope is counted."""
+        from routerkit import selection
+
+        monkeypatch.setattr(selection, "UNSCOPED_FLUSH_SECONDS", 0.0)
+
+        def work() -> None:
+            for _ in range(5):
+                router.db_for_read(Article)
+            router.db_for_write(Invoice)
+
+        self.in_a_bare_thread(work)
+        total = decisions(registry, "replica1", "replica") + decisions(
+            registry, "replica2", "replica"
+        )
+        assert total == 5
+        assert decisions(registry, "billing", "primary", op="write") == 1
