@@ -129,9 +129,15 @@ def read_alias(config: Config, primary: str, hints: Mapping[str, Any]) -> str:
             source = _instance_replica(hints["instance"], usable, snapshot, requirement)
         if source is not None:
             alias, reason = source, metrics.REPLICA
-        elif pinned is not None and pinned in usable:
+        elif (
+            pinned is not None
+            and pinned in usable
+            and (requirement is None or fits(snapshot, pinned, requirement, time.time()))
+        ):
             # The replica this request already read from: its position only
-            # moves forward, so the request's reads never go back in time.
+            # moves forward, so the request's reads never go back in time. A
+            # requirement comes first: a nested restore_token() may have
+            # raised it above the replica the request is pinned to.
             alias, reason = pinned, metrics.REPLICA
         elif requirement is not None:
             alias, reason = _satisfying(primary, snapshot, requirement)

@@ -285,3 +285,28 @@ def test_restore_token_decorates_sync_and_async_functions() -> None:
     assert before not in seen
     with pytest.raises(TypeError):
         restore_token(None)(lambda: (yield))
+
+
+def test_a_pinned_replica_below_the_requirement_is_left() -> None:
+    """The requirement is checked before the pinned replica (nesting never weakens it)."""
+    from dataclasses import replace
+
+    from routerkit.conf import get_config
+    from routerkit.consistency import Requirement
+    from tests.conftest import healthy_snapshot
+
+    snapshot = healthy_snapshot(get_config())
+    positions = {"replica1": 100, "replica2": 300}
+    snapshot = replace(
+        snapshot,
+        replicas={
+            alias: replace(health, replay_lsn=positions.get(alias))
+            for alias, health in snapshot.replicas.items()
+        },
+    )
+    with consistency_scope(isolated=True) as scope:
+        scope.snapshot = snapshot
+        scope.pinned["primary"] = "replica1"  # as after an earlier read of this request
+        assert router.db_for_read(Article) == "replica1"
+        scope.requirements["primary"] = Requirement(lsn=200)  # raised by a nested block
+        assert router.db_for_read(Article) == "replica2"
