@@ -130,14 +130,15 @@ class _Entry:
         self,
         block: _Block,
         *,
-        previous: Scope | None,
+        previous: Scope | None = None,
         scope: Scope | None = None,
         parent: Scope | None = None,
         forced: bool = False,
     ) -> None:
         self.block = block
-        self.previous = previous  # _scope before this block, for the outermost entry
         self.scope = scope  # set by consistency_scope
+        # _scope before this scope was entered; read for the outermost scope.
+        self.previous = previous
         self.parent = parent
         self.forced = forced  # set by use_primary
 
@@ -236,18 +237,16 @@ class _Block:
         index = max(i for i, entry in enumerate(entries) if entry.block is self)
         entry = entries.pop(index)
         if entry.scope is not None:
-            outer = [e for e in entries[:index] if e.scope is not None]
-            inner = [i for i in range(index, len(entries)) if entries[i].scope is not None]
-            if inner and not outer:
+            scopes = [i for i, e in enumerate(entries) if e.scope is not None]
+            if scopes and scopes[0] >= index:
                 # The outermost scope left first: the next one now restores
                 # what was there before it. A new entry, not a changed one:
                 # a copied context (an asyncio task) may share the old.
-                first = entries[inner[0]]
-                entries[inner[0]] = _Entry(
+                first = entries[scopes[0]]
+                entries[scopes[0]] = _Entry(
                     first.block, previous=entry.previous, scope=first.scope, parent=first.parent
                 )
-            scopes = [e for e in entries if e.scope is not None]
-            _scope.set(scopes[-1].scope if scopes else entry.previous)
+            _scope.set(entries[scopes[-1]].scope if scopes else entry.previous)
         _entered.set(tuple(entries))
         if entry.forced:
             _forced.set(any(e.forced for e in entries))
@@ -340,4 +339,4 @@ class use_primary(_Block):  # noqa: N801 - used like contextlib's lower-case hel
         return use_primary()
 
     def _enter(self) -> _Entry:
-        return _Entry(self, previous=_scope.get(), forced=True)
+        return _Entry(self, forced=True)

@@ -69,24 +69,17 @@ _MAY_READ = _QUERIES | _CONTROL | {"EXPLAIN", "COPY", "DECLARE", "PRAGMA"}
 # INTO, row locks (FOR UPDATE, FOR NO KEY UPDATE, FOR SHARE, FOR KEY SHARE,
 # MySQL's LOCK IN SHARE MODE), and calls of the well-known functions that write,
 # take locks or assign a transaction id (none of which a hot standby runs).
-_WRITER = re.compile(
-    r"""
-      \b(?:insert|update|delete|merge|into|share)\b
-    | \b(?:nextval|setval|set_config|lowrite|txid_current|dblink_exec
-         |get_lock|release_lock|release_all_locks|lo_\w+
-         |pg_(?:notify|advisory_\w+|try_advisory_\w+|terminate_backend|cancel_backend
-             |reload_conf|switch_wal|create_\w+|drop_replication_slot
-             |logical_emit_message|stat_reset\w*|current_xact_id))"?\s*\(
-    """,
-    re.VERBOSE,
-)
+_WRITING_WORDS = r"(?:insert|update|delete|merge|into|share)\b"
+_WRITING_CALLS = r"""(?:nextval|setval|set_config|lowrite|txid_current|dblink_exec
+    |get_lock|release_lock|release_all_locks|lo_\w+
+    |pg_(?:notify|advisory_\w+|try_advisory_\w+|terminate_backend|cancel_backend
+        |reload_conf|switch_wal|create_\w+|drop_replication_slot
+        |logical_emit_message|stat_reset\w*|current_xact_id))"?\s*\("""
+_WRITER = re.compile(rf"\b{_WRITING_WORDS}|\b{_WRITING_CALLS}", re.VERBOSE)
 # The same without leading word boundaries, which stop the regex engine from
 # skipping ahead to the letters a match can start with: a fast first filter.
-_WRITE_WORD = re.compile(r"(?:insert|update|delete|merge|into|share)\b")
-_WRITE_CALL = re.compile(
-    r"(?:nextval|setval|set_config|lowrite|txid_current|dblink_exec|get_lock|release_\w*lock"
-    r"|lo_\w+|pg_\w+)\"?\s*\("
-)
+_WRITE_WORD = re.compile(_WRITING_WORDS)
+_WRITE_CALL = re.compile(_WRITING_CALLS, re.VERBOSE)
 _FIRST_WORD = re.compile(r"[\s(]*([A-Za-z]+)")
 # EXPLAIN's options end where the explained statement begins.
 _EXPLAINED = re.compile(
