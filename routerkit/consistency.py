@@ -6,7 +6,7 @@ the commit ("lsn" mode) or a time until which reads stay on the primary
 ("time" mode); for every database it read from, the position it has seen. The
 requirements travel in a signed token through STICKY["STORE"]. A replica
 serves a later read only if it has replayed that position; a requirement is
-dropped once every replica of its cluster has.
+dropped once every replica of its cluster is known to have.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from django.db import connections
 
 from routerkit import stats
 from routerkit.conf import Config
-from routerkit.health import DOWN, UNKNOWN, Snapshot, get_monitor
-from routerkit.lsn import MAX_LSN, parse_lsn
+from routerkit.health import DOWN, NOT_REPLICA, UNKNOWN, Snapshot, get_monitor
 from routerkit.state import Scope
+from routerkit.values import MAX_LSN, Requirement, fits, parse_lsn
 
 logger = logging.getLogger("routerkit")
 
@@ -36,20 +36,6 @@ TOKEN_MAX_AGE = 600
 # A real token is well under this: anything longer is refused before unsigning.
 MAX_TOKEN_LENGTH = 1024
 _VERSION = 1
-
-
-@dataclass(frozen=True)
-class Requirement:
-    """What one client's next reads of one cluster need."""
-
-    lsn: int | None = None  # a replica must have replayed this position
-    until: float | None = None  # wall clock: reads stay on the primary until then
-
-    def merge(self, lsn: int | None = None, until: float | None = None) -> Requirement:
-        return Requirement(
-            lsn=max(filter(None, (self.lsn, lsn)), default=None),
-            until=max(filter(None, (self.until, until)), default=None),
-        )
 
 
 # In a token: every cluster not listed by name. Used when the clusters do not
@@ -256,9 +242,9 @@ def _written(scope: Scope, config: Config, now: float) -> dict[str, Requirement]
         previous = requirements.get(primary, Requirement())
         # Asked of the primary itself, not of the health snapshot: a process
         # that has not probed yet must still hand out a position.
-        lsn = (
-            _position(primary, "pg_current_wal_insert_lsn") if config.sticky.mode == "lsn" else None
-        )
+        lsn = None
+        if config.sticky.mode == "lsn":
+            lsn = _position(primary, "pg_current_wal_insert_lsn", config)
         if lsn is not None:
             requirements[primary] = previous.merge(lsn=lsn)
         else:
@@ -280,7 +266,7 @@ def _seen(scope: Scope, config: Config, snapshot: Snapshot) -> dict[str, Require
             if primary in scope.written:
                 continue  # the write position covers it
             # What a read on the primary saw is bounded by its position now.
-            position = _position(primary, "pg_current_wal_lsn")
+            position = _position(primary, "pg_current_wal_lsn", config)
         else:
             # As last probed: the read may have seen a little more (see README).
             position = snapshot.position(alias)
@@ -300,40 +286,43 @@ def _merged(*parts: dict[str, Requirement]) -> dict[str, Requirement]:
     return merged
 
 
-def fits(snapshot: Snapshot, replica: str, requirement: Requirement, now: float) -> bool:
-    """Tell whether a replica may serve a client with this requirement."""
-    if requirement.until is not None and requirement.until > now:
-        return False
-    if requirement.lsn is None:
-        return True
-    health = snapshot.replicas.get(replica)
-    position = health.replay_lsn if health is not None else None
-    return position is not None and position >= requirement.lsn
-
-
 def _satisfied(
     primary: str, requirement: Requirement, config: Config, snapshot: Snapshot, now: float
 ) -> bool:
     """Tell whether a requirement no longer restricts any read of its cluster.
 
-    Replicas whose position is unknown (down) are left out: they are out of
-    the rotation, and one down for hours must not keep every token alive.
+    Only when every replica of the cluster is known to have replayed it: a
+    replica down or unknown may come back behind the client's position, and
+    the token is what keeps it from serving that client then. A replica that
+    stays down keeps tokens alive for TOKEN_MAX_AGE at most; reads meanwhile
+    go to the replicas that fit.
     """
     if requirement.until is not None and requirement.until > now:
         return False
     if requirement.lsn is None:
         return True
-    known = [
-        health.replay_lsn
-        for replica in config.cluster(primary).replicas
-        if (health := snapshot.replicas.get(replica)) is not None
-        and health.replay_lsn is not None
-        and health.state not in (DOWN, UNKNOWN)
-    ]
-    return bool(known) and min(known) >= requirement.lsn
+    for replica in config.cluster(primary).replicas:
+        health = snapshot.replicas.get(replica)
+        if (
+            health is None
+            or health.state in _UNSETTLED
+            or health.replay_lsn is None
+            or health.replay_lsn < requirement.lsn
+        ):
+            return False
+    return True
 
 
-def _position(primary: str, function: str) -> int | None:
+# States in which a replica's position may not be what it will serve from next.
+_UNSETTLED = frozenset((DOWN, UNKNOWN, NOT_REPLICA))
+
+
+def _position(primary: str, function: str, config: Config) -> int | None:
+    """Read the primary's position on the request's own connection.
+
+    The monitor learns it too: replicas are judged against the newest
+    position of their primary, also while its probe is slow.
+    """
     connection = connections[primary]
     if connection.vendor != "postgresql" or connection.in_atomic_block:
         return None
@@ -343,10 +332,13 @@ def _position(primary: str, function: str) -> int | None:
             # record written so far, even with synchronous_commit off.
             cursor.execute(f"SELECT {function}()::text")
             row = cursor.fetchone()
-        return parse_lsn(row[0]) if row else None
+        position = parse_lsn(row[0]) if row else None
     except Exception:
         logger.warning("routerkit: could not read the WAL position of %r", primary)
         return None
+    if position is not None:
+        get_monitor(config).positions.add(primary, position)
+    return position
 
 
 # With a position still waiting on replication, look at replica health this

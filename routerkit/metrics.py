@@ -18,35 +18,24 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from routerkit import stats
+from routerkit import stats, values
 
 if TYPE_CHECKING:
     from routerkit.health import Snapshot
     from routerkit.state import Scope
 
-# Why a decision went where it did.
-PRIMARY = "primary"  # the cluster has no replicas, or the operation is a write
-REPLICA = "replica"  # a usable replica that meets the client's requirement
-FORCED = "forced"  # use_primary()
-WRITTEN = "written"  # this request or task wrote to the primary
-TRANSACTION = "transaction"  # inside atomic() on the primary
-STICKY = "sticky"  # the client's time window after a write (STICKY MODE "time")
-TOKEN_PENDING = "token_pending"  # no usable replica has replayed the client's position
-LAGGING = "lagging"  # no usable replica; at least one is out for lag
-UNHEALTHY = "unhealthy"  # no usable replica: down, unknown or mis-pointed
-UNLISTED = "unlisted"  # a Django test case that does not list the replica in `databases`
-REASONS = (
-    PRIMARY,
-    REPLICA,
-    FORCED,
-    WRITTEN,
-    TRANSACTION,
-    STICKY,
-    TOKEN_PENDING,
-    LAGGING,
-    UNHEALTHY,
-    UNLISTED,
-)
+# Why a decision went where it did (see routerkit.values).
+PRIMARY = values.PRIMARY
+REPLICA = values.REPLICA
+FORCED = values.FORCED
+WRITTEN = values.WRITTEN
+TRANSACTION = values.TRANSACTION
+STICKY = values.STICKY
+TOKEN_PENDING = values.TOKEN_PENDING
+LAGGING = values.LAGGING_REASON
+UNHEALTHY = values.UNHEALTHY
+UNLISTED = values.UNLISTED
+REASONS = values.REASONS
 
 PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 

@@ -12,18 +12,13 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from routerkit import metrics
 from routerkit.conf import Cluster, Config
 from routerkit.health import LAGGING, get_monitor
 from routerkit.state import Scope, _forced, _scope, current_scope
-
-if TYPE_CHECKING:
-    from routerkit.consistency import Requirement
-    from routerkit.health import Snapshot
-
-from routerkit.consistency import fits
+from routerkit.values import Requirement, Snapshot, fits
 
 Picker = Callable[[], str]
 

@@ -25,8 +25,8 @@ from django.db import close_old_connections, connections
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
 
-    from routerkit.consistency import Requirement
     from routerkit.health import Snapshot
+    from routerkit.values import Requirement
 
 F = TypeVar("F", bound=Callable[..., Any])
 P = ParamSpec("P")

@@ -49,6 +49,15 @@ STOP_MODES = ("smart", "fast", "immediate")
 REQUIRED_BINARIES = ("initdb", "pg_ctl", "pg_basebackup", "postgres")
 
 
+HBA = (
+    "# routerkit test cluster: trust, loopback and local socket only\n"
+    "local all         all              trust\n"
+    "local replication all              trust\n"
+    "host  all         all 127.0.0.1/32 trust\n"
+    "host  replication all 127.0.0.1/32 trust\n"
+)
+
+
 class ClusterError(RuntimeError):
     """A cluster command failed; the message carries the command and the node's log tail."""
 
@@ -441,6 +450,42 @@ class PgCluster:
 
     # ----------------------------------------------------------------- node control
 
+    def refuse_connections(self, node: Node | str, dbname: str) -> None:
+        """Make a running server refuse connections to `dbname`, and end those it has.
+
+        To its clients the server is down, while it goes on replaying (or
+        staying paused); the harness's own connections (to "postgres") still work.
+        """
+        target = self._node(node)
+        (target.data_dir / "pg_hba.conf").write_text(
+            f"host  {dbname} all 127.0.0.1/32 reject\n" + HBA
+        )
+        self._pg_ctl(target, "reload")
+        deadline = time.monotonic() + 10
+        while True:
+            self.execute(
+                target,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                [dbname],
+            )
+            try:
+                psycopg.connect(target.dsn(dbname), connect_timeout=CONNECT_TIMEOUT).close()
+            except psycopg.OperationalError:
+                return
+            if time.monotonic() >= deadline:
+                raise ClusterError(f"{target.name} still accepts connections to {dbname}")
+            time.sleep(POLL_INTERVAL)
+
+    def accept_connections(self, node: Node | str) -> None:
+        """Undo refuse_connections()."""
+        target = self._node(node)
+        hba = target.data_dir / "pg_hba.conf"
+        if hba.read_text() != HBA:
+            hba.write_text(HBA)
+            if self.is_running(target):
+                self._pg_ctl(target, "reload")
+
     def stop_node(self, replica: Node | str, mode: str = "immediate") -> None:
         """Stop one server; ``immediate`` simulates a crash (crash recovery on next start)."""
         node = self._node(replica)
@@ -541,6 +586,8 @@ class PgCluster:
 
     def restore(self, timeout: float = 30.0) -> None:
         """Undo test damage: start stopped nodes, resume paused replay, wait until caught up."""
+        for node in self.nodes:
+            self.accept_connections(node)
         if not self.is_running(self.primary):
             self._start_server(self.primary)
         for replica in self.replicas:
@@ -662,13 +709,7 @@ class PgCluster:
                 "shared_buffers": "32MB",
             },
         )
-        (node.data_dir / "pg_hba.conf").write_text(
-            "# routerkit test cluster: trust, loopback and local socket only\n"
-            "local all         all              trust\n"
-            "local replication all              trust\n"
-            "host  all         all 127.0.0.1/32 trust\n"
-            "host  replication all 127.0.0.1/32 trust\n"
-        )
+        (node.data_dir / "pg_hba.conf").write_text(HBA)
 
     def _append_conf(self, node: Node, settings: Mapping[str, str | int]) -> None:
         # Appended last, so these win over anything earlier in the file (for replicas: the

@@ -19,8 +19,9 @@ from django.test import AsyncClient, Client, override_settings
 
 from routerkit import capture_token, consistency_scope, restore_token, stats
 from routerkit.conf import get_config
-from routerkit.consistency import TOKEN_SALT, Requirement, encode
+from routerkit.consistency import TOKEN_SALT, decode, encode
 from routerkit.health import Snapshot, get_monitor
+from routerkit.values import Requirement
 from tests.pgcluster import PgCluster
 from tests.settings import MIDDLEWARE, ROUTERKIT
 from tests.testapp.models import Article
@@ -57,6 +58,15 @@ def written_while_paused(cluster: PgCluster, client: Client) -> int:
     pk = post(client)
     refresh()
     return pk
+
+
+def decode_written(client: Client) -> dict[str, Requirement]:
+    return decode(client.cookies[COOKIE].value, get_config())
+
+
+def token_requires(client: Client, primary: str) -> bool:
+    """Tell whether the client's write token still requires something of `primary`."""
+    return primary in decode_written(client)
 
 
 def post(client: Client) -> int:
@@ -296,7 +306,7 @@ class TestHealth:
 
     def test_positions_match_the_servers(self, cluster: PgCluster) -> None:
         """The monitor's replay positions are the replicas' own."""
-        from routerkit.lsn import parse_lsn
+        from routerkit.values import parse_lsn
 
         cluster.pause_replay("replica1")
         snapshot = refresh()
@@ -463,15 +473,44 @@ class TestMonotonicAcrossRequests:
 
 
 class TestResilience:
-    def test_a_down_replica_keeps_no_token_alive(self, cluster: PgCluster, client: Client) -> None:
-        """With replica2 down and replica1 caught up, reads need no token and get none."""
+    def test_a_down_replica_leaves_the_reads_to_the_others(
+        self, cluster: PgCluster, client: Client
+    ) -> None:
+        """With replica2 down, a client reads its write from replica1 once it replayed it."""
         cluster.stop_node("replica2")
         pk = post(client)
         cluster.wait_replayed("replica1")
         refresh()
-        response = client.get(f"/articles/{pk}/")
-        assert response.json()["db"] == "replica1"
-        assert not {COOKIE, f"{COOKIE}_seen"} & set(response.cookies)
+        assert {served(client, pk) for _ in range(10)} == {(200, "replica1")}
+
+    def test_a_replica_back_behind_the_clients_write_never_serves_it(
+        self, replication: PgCluster, client: Client
+    ) -> None:
+        """Down while the client wrote, back with the write not replayed: never read from.
+
+        The client wrote to another cluster in between, which rewrites its
+        token: the first cluster's requirement must survive that too.
+        """
+        settings = routerkit_settings(LAG={"MAX_SECONDS": 120})
+        with override_settings(ROUTERKIT=settings):
+            replication.pause_replay("replica2")
+            replication.refuse_connections("replica2", "routerkit")
+            assert refresh().replicas["replica2"].state == "down"
+            pk = post(client)
+            replication.wait_replayed("replica1")
+            refresh()
+            invoice = client.post("/invoices/", {"number": uuid4().hex})
+            assert invoice.status_code == 201
+            assert token_requires(client, "primary")
+            replication.accept_connections("replica2")
+            deadline = time.monotonic() + 15
+            while "replica2" not in refresh().usable["primary"]:
+                assert time.monotonic() < deadline, "replica2 did not rejoin"
+                time.sleep(0.05)
+            behind = get_monitor(get_config()).snapshot.replicas["replica2"].replay_lsn
+            assert behind is not None
+            assert behind < decode_written(client)["primary"].lsn
+            assert {served(client, pk) for _ in range(20)} == {(200, "replica1")}
 
     def test_a_failing_token_store_never_fails_the_request(
         self, cluster: PgCluster, client: Client

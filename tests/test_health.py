@@ -12,7 +12,9 @@ import psycopg
 import pytest
 from django.test import override_settings
 
+from routerkit import consistency_scope
 from routerkit.conf import get_config
+from routerkit.consistency import decode
 from routerkit.health import Monitor, get_monitor
 from routerkit.health.probes import PostgresProbe
 from tests.pgcluster import PgCluster
@@ -49,6 +51,52 @@ def test_a_slow_primary_probe_does_not_empty_the_rotation(fast: PgCluster) -> No
     finally:
         SlowPrimaryProbe.slow = False
         monitor.close()
+
+
+def test_a_primary_probe_that_always_answers_late_still_counts(fast: PgCluster) -> None:
+    """Its answers arrive after TIMEOUT, every time: they still date the replicas' lag.
+
+    For longer than STALE_INTERVALS: a position known only from the last
+    timely answer would have run out, and every read would land on that
+    busy primary.
+    """
+    monitor = Monitor(get_config(), probe_factory=SlowPrimaryProbe)
+    SlowPrimaryProbe.slow = True
+    try:
+        first = monitor.refresh()
+        assert first.usable["primary"] == ()  # nothing to judge the replicas against yet
+        deadline = time.monotonic() + 5
+        while monitor.positions.newest("primary", since=0.0) is None:
+            assert time.monotonic() < deadline, "the late answer was never counted"
+            time.sleep(0.05)
+        ends = time.monotonic() + 3.0  # twelve times STALE_INTERVALS * INTERVAL
+        rounds = 0
+        while time.monotonic() < ends:
+            snapshot = monitor.refresh()
+            assert snapshot.usable["primary"] == REPLICAS, snapshot.replicas
+            assert snapshot.primary_lsn["primary"] is not None
+            rounds += 1
+            time.sleep(0.05)
+        assert rounds > 10
+    finally:
+        SlowPrimaryProbe.slow = False
+        monitor.close()
+
+
+def test_positions_read_by_requests_reach_the_monitor(fast: PgCluster) -> None:
+    """A write's position, read after commit, is the newest the monitor knows."""
+    from routerkit import capture_token
+    from tests.testapp.models import Article
+
+    with consistency_scope(isolated=True):
+        Article.objects.create(title="positioned")
+        written = capture_token()
+    assert written is not None
+    position = decode(written, get_config())["primary"].lsn
+    assert position is not None
+    newest = get_monitor(get_config()).positions.newest("primary", since=0.0)
+    assert newest is not None
+    assert newest >= position
 
 
 def test_a_long_batch_without_commits_is_not_lag(fast: PgCluster) -> None:
@@ -124,7 +172,7 @@ def test_lag_in_seconds_is_interpolated_between_samples(
     """Lag seconds come from the primary's position history, not rounded to INTERVAL."""
     from collections import deque
 
-    from routerkit.health.monitor import _age_of
+    from routerkit.health.judge import age as _age_of
 
     measured = _age_of(deque(STEADY), position, now)
     if age is None:

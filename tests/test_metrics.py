@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry
 
 from routerkit import consistency_scope, use_primary
 from routerkit.conf import get_config
-from routerkit.consistency import Requirement
 from routerkit.health import LAGGING, get_monitor
 from routerkit.state import current_scope
+from routerkit.values import Requirement
 from tests.billing.models import Invoice
 from tests.conftest import healthy_snapshot
 from tests.pgcluster import PgCluster

@@ -292,7 +292,7 @@ def test_a_pinned_replica_below_the_requirement_is_left() -> None:
     from dataclasses import replace
 
     from routerkit.conf import get_config
-    from routerkit.consistency import Requirement
+    from routerkit.values import Requirement
     from tests.conftest import healthy_snapshot
 
     snapshot = healthy_snapshot(get_config())

@@ -10,6 +10,7 @@ from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.urls import path
 
 from routerkit import use_primary
+from tests.billing.models import Invoice
 from tests.testapp.models import Article
 
 
@@ -22,6 +23,11 @@ def _describe(article: Article | None) -> JsonResponse:
 def create_then_read(request: HttpRequest) -> JsonResponse:
     created = Article.objects.create(title=request.POST["title"])
     return _describe(Article.objects.filter(pk=created.pk).first())
+
+
+def create_invoice(request: HttpRequest) -> JsonResponse:
+    invoice = Invoice.objects.create(number=request.POST["number"])
+    return JsonResponse({"id": invoice.pk, "db": invoice._state.db}, status=201)
 
 
 def read(request: HttpRequest, pk: int) -> JsonResponse:
@@ -70,6 +76,7 @@ urlpatterns = [
     path("log/", log),
     path("articles/", create_then_read),
     path("articles/<int:pk>/", read),
+    path("invoices/", create_invoice),
     path("stream/", create_then_stream),
     path("primary/articles/<int:pk>/", read_on_primary),
     path("async/articles/", acreate_then_read),

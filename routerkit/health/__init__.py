@@ -1,20 +1,22 @@
-"""Replica health monitoring: probes and the per-process monitor."""
+"""Replica health monitoring: probes, the judge and the per-process monitor."""
 
 from __future__ import annotations
 
 from routerkit.health.monitor import (
     COMMAND_TIMEOUT,
+    Monitor,
+    command_monitor,
+    get_monitor,
+)
+from routerkit.values import (
     DOWN,
     HEALTHY,
     LAGGING,
     NOT_REPLICA,
     RECEIVER_DOWN,
     UNKNOWN,
-    Monitor,
     ReplicaHealth,
     Snapshot,
-    command_monitor,
-    get_monitor,
 )
 
 __all__ = [

@@ -9,14 +9,15 @@ using the current snapshot.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from django.db.backends.base.base import NO_DB_ALIAS
@@ -24,71 +25,24 @@ from django.db.backends.signals import connection_created
 
 from routerkit import stats
 from routerkit.conf import Config
-from routerkit.health.probes import (
+from routerkit.health.judge import History, due, judge, not_probed
+from routerkit.health.probes import Probe, as_mirror, is_mirror, probe_for
+from routerkit.values import (
+    UNKNOWN,
     PrimaryStatus,
-    Probe,
     ProbeError,
+    ReplicaHealth,
     ReplicaStatus,
-    as_mirror,
-    is_mirror,
-    probe_for,
+    Snapshot,
 )
 
-# A replica that left the rotation for lag comes back only under this share of
-# the limits, so that it does not flap around the threshold.
-HYSTERESIS = 0.5
-# Backoff for a replica that refused connections: INTERVAL doubled per failure, up to this many.
-MAX_BACKOFF_INTERVALS = 30
-# Past this many intervals without a refresh, a snapshot says nothing any more;
-# the same bound applies to the primary's last known position.
+# Past this many intervals without a refresh, a snapshot says nothing any more.
 STALE_INTERVALS = 5
 # Samples of the primary's position kept for time lag (one per refresh).
 HISTORY = 64
 # A probe still running after this many timeouts is given up: the next refresh
 # probes on a new connection (the stuck thread ends when its socket does).
 ABANDON_TIMEOUTS = 10
-
-HEALTHY = "healthy"
-LAGGING = "lagging"
-DOWN = "down"
-UNKNOWN = "unknown"
-NOT_REPLICA = "not_replica"
-RECEIVER_DOWN = "receiver_down"
-
-
-@dataclass(frozen=True)
-class ReplicaHealth:
-    alias: str
-    primary: str
-    state: str
-    lag_bytes: int | None = None
-    lag_seconds: float | None = None
-    replay_lsn: int | None = None
-    probe_seconds: float | None = None
-    checked_at: float = 0.0  # wall clock
-
-    @property
-    def healthy(self) -> bool:
-        return self.state == HEALTHY
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Health of every replica at one moment; read by routing decisions."""
-
-    taken_at: float  # wall clock, comparable across processes
-    expires: float  # time.monotonic() after which it is ignored
-    replicas: Mapping[str, ReplicaHealth]
-    primary_lsn: Mapping[str, int | None]
-    # primary -> replicas in the read rotation, in configuration order
-    usable: Mapping[str, tuple[str, ...]]
-
-    def position(self, alias: str) -> int | None:
-        """Return the replay position of a replica, or the WAL position of a primary."""
-        health = self.replicas.get(alias)
-        if health is not None:
-            return health.replay_lsn
-        return self.primary_lsn.get(alias)
 
 
 def unknown_snapshot(config: Config) -> Snapshot:
@@ -105,27 +59,67 @@ def unknown_snapshot(config: Config) -> Snapshot:
     )
 
 
+class Positions:
+    """The newest position known of each primary, and its recent history.
+
+    Positions arrive from the monitor's probes, including those that answer
+    after LAG.TIMEOUT, and from requests that read the primary's position
+    after a write: replicas are judged against the newest, however it
+    arrived. Samples rise in both time and position.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._newest: dict[str, tuple[int, float]] = {}  # primary -> (lsn, confirmed at)
+        self._history: dict[str, deque[tuple[float, int]]] = {}
+
+    def add(self, primary: str, lsn: int) -> None:
+        with self._lock:
+            now = self._clock()
+            newest = self._newest.get(primary)
+            if newest is not None and newest[0] > lsn:
+                return  # an answer that arrived after a newer one
+            self._newest[primary] = (lsn, now)
+            history = self._history.setdefault(primary, deque(maxlen=HISTORY))
+            if history and history[-1][1] == lsn:
+                # Still there (idle): the primary passed this position after
+                # the latest time it was seen at it, which is what dates the
+                # data a replica lacks. An idle primary fills no history.
+                history[-1] = (now, lsn)
+            else:
+                history.append((now, lsn))
+
+    def newest(self, primary: str, since: float) -> int | None:
+        """Return the primary's newest position if confirmed at or after `since`."""
+        newest = self._newest.get(primary)
+        return newest[0] if newest is not None and newest[1] >= since else None
+
+    def history(self, primary: str) -> History:
+        with self._lock:
+            return tuple(self._history.get(primary, ()))
+
+
 ProbeFactory = Callable[[str, float], Probe]
 
 
 class Monitor:
+    """Schedule probes and publish what the judge makes of them.
+
+    Judging lives in routerkit.health.judge; the monitor decides when to
+    probe, collects the outcomes and swaps in a new snapshot.
+    """
+
     def __init__(self, config: Config, probe_factory: ProbeFactory = probe_for) -> None:
         self.config = config
         self.snapshot = unknown_snapshot(config)
+        self.positions = Positions()
         self._probe_factory = probe_factory
         self._probes: dict[str, Probe] = {}
         self._lock = threading.Lock()
         self._due = 0.0
         self._last = 0.0
         self._in_flight: dict[str, tuple[Future[Any], float]] = {}
-        # primary -> (its last probed position, when), for a slow primary probe.
-        self._last_primary: dict[str, tuple[int | None, float]] = {}
-        # primary -> its recent (time, position) samples, oldest first: a
-        # replica's time lag is the age of the newest position it has replayed.
-        self._history: dict[str, deque[tuple[float, int]]] = {}
-        self._failures: dict[str, int] = {}
-        self._retry_at: dict[str, float] = {}
-        self._excluded: set[str] = set()
         self._executor: ThreadPoolExecutor | None = None
         self._pid = 0
 
@@ -193,82 +187,80 @@ class Monitor:
             self._in_flight.clear()
         return self._executor
 
-    def _refresh(self) -> None:
+    def _submit(self, started: float) -> dict[str, Future[Any]]:
+        """Start this round's probes: every primary, and every replica not backing off."""
         config = self.config
-        lag = config.lag
-        started = time.monotonic()
-        targets: list[tuple[str, Callable[[], object]]] = []
+        previous = self.snapshot.replicas
+        targets = []
         for primary, cluster in config.clusters.items():
             if cluster.replicas:
-                targets.append((primary, self._call(primary)))
-            for replica in cluster.replicas:
-                if self._retry_at.get(replica, 0.0) <= started:
-                    targets.append((replica, self._call(replica)))
+                targets.append(primary)
+            targets.extend(r for r in cluster.replicas if due(previous[r], started))
         pool = self._pool(len(targets))
         futures: dict[str, Future[Any]] = {}
-        for alias, call in targets:
+        for alias in targets:
             running = self._in_flight.get(alias)
             if running is not None and not running[0].done():
-                if started - running[1] < lag.timeout * ABANDON_TIMEOUTS:
+                if started - running[1] < config.lag.timeout * ABANDON_TIMEOUTS:
                     continue  # still waiting on the last probe: do not pile up
                 # Stuck (a hung server or network): forget that connection
                 # without closing it under the thread that uses it.
                 self._probes.pop(alias, None)
-                call = self._call(alias)
-            submitted: Future[Any] = pool.submit(_timed, call)
+            submitted: Future[Any] = pool.submit(_timed, self._call(alias))
+            if alias in config.clusters:
+                # Counted whenever it answers, also after the timeout: a slow
+                # primary must not leave the replicas without a position to
+                # be judged against.
+                submitted.add_done_callback(functools.partial(self._primary_answered, alias))
             futures[alias] = submitted
             self._in_flight[alias] = (submitted, started)
+        return futures
+
+    def _primary_answered(self, primary: str, future: Future[Any]) -> None:
+        status = _result(future)
+        if isinstance(status, PrimaryStatus) and not status.in_recovery and status.lsn is not None:
+            self.positions.add(primary, status.lsn)
+
+    def _refresh(self) -> None:
+        config = self.config
+        lag = config.lag
+        started = time.monotonic()
+        futures = self._submit(started)
         wait(futures.values(), timeout=lag.timeout)
-
-        wall = time.time()
-        previous = self.snapshot.replicas
-        primary_lsn: dict[str, int | None] = {}
         for primary in config.clusters:
-            status = _result(futures.get(primary))
-            if isinstance(status, PrimaryStatus) and not status.in_recovery:
-                primary_lsn[primary] = status.lsn
-                self._last_primary[primary] = (status.lsn, started)
-                if status.lsn is not None:
-                    history = self._history.setdefault(primary, deque(maxlen=HISTORY))
-                    history.append((started, status.lsn))
-                continue
-            # A slow or failed primary probe must not empty the rotation (every
-            # read would land on that busy primary): judge the replicas against
-            # its last position while recent. That underestimates their lag by
-            # what the primary wrote since, for at most STALE_INTERVALS.
-            last = self._last_primary.get(primary)
-            recent = last is not None and started - last[1] <= lag.interval * STALE_INTERVALS
-            primary_lsn[primary] = last[0] if recent and last is not None else None
+            # wait() can return before a done future's callbacks have run.
+            answered = futures.get(primary)
+            if answered is not None and answered.done():
+                self._primary_answered(primary, answered)
 
+        now = time.monotonic()
+        wall = time.time()
+        # A late answer counts while its probe is not given up on.
+        since = now - max(lag.interval * STALE_INTERVALS, lag.timeout * ABANDON_TIMEOUTS)
+        primary_lsn = {p: self.positions.newest(p, since) for p in config.clusters}
+        previous = self.snapshot.replicas
         replicas: dict[str, ReplicaHealth] = {}
         for replica, primary in config.replica_of.items():
+            old = previous.get(replica) or ReplicaHealth(replica, primary, UNKNOWN)
             future = futures.get(replica)
             if future is None:
-                # In backoff (or a probe still running): keep what we knew, never healthy.
-                old = previous.get(replica, ReplicaHealth(replica, primary, UNKNOWN))
-                state = old.state if old.state in (DOWN, UNKNOWN) else UNKNOWN
-                replicas[replica] = ReplicaHealth(
-                    replica, primary, state, replay_lsn=old.replay_lsn, checked_at=old.checked_at
-                )
+                replicas[replica] = not_probed(old)
                 continue
             outcome = _result(future)
-            seconds = _duration(future)
-            if isinstance(outcome, ProbeError):
-                failures = self._failures[replica] = self._failures.get(replica, 0) + 1
-                backoff = lag.interval * min(2 ** (failures - 1), MAX_BACKOFF_INTERVALS)
-                self._retry_at[replica] = started + backoff
+            if not isinstance(outcome, (ReplicaStatus, ProbeError)):
+                outcome = None
+            if outcome is None or isinstance(outcome, ProbeError):
                 stats.incr("probe_failure", replica)
-                replicas[replica] = ReplicaHealth(replica, primary, DOWN, checked_at=wall)
-                continue
-            if not isinstance(outcome, ReplicaStatus):
-                # Timed out: the probe goes on in the background; we do not know.
-                stats.incr("probe_failure", replica)
-                replicas[replica] = ReplicaHealth(replica, primary, UNKNOWN, checked_at=wall)
-                continue
-            self._failures.pop(replica, None)
-            self._retry_at.pop(replica, None)
-            judged = self._judge(replica, primary, outcome, primary_lsn[primary], started)
-            replicas[replica] = replace(judged, probe_seconds=seconds, checked_at=wall)
+            replicas[replica] = judge(
+                old,
+                outcome,
+                primary_lsn=primary_lsn[primary],
+                history=self.positions.history(primary),
+                lag=lag,
+                now=now,
+                wall=wall,
+                probe_seconds=_duration(future),
+            )
 
         self.snapshot = Snapshot(
             taken_at=wall,
@@ -287,56 +279,6 @@ class Monitor:
 
             get_metrics().observe(self.snapshot)
 
-    def _judge(
-        self,
-        replica: str,
-        primary: str,
-        status: ReplicaStatus,
-        primary_lsn: int | None,
-        now: float,
-    ) -> ReplicaHealth:
-        def health(
-            state: str, lag_bytes: int | None = None, lag_seconds: float | None = None
-        ) -> ReplicaHealth:
-            return ReplicaHealth(
-                replica, primary, state, lag_bytes, lag_seconds, replay_lsn=status.replay_lsn
-            )
-
-        if not status.in_recovery:
-            # Promoted or mis-pointed: it no longer follows this primary.
-            return health(NOT_REPLICA)
-        if status.replay_lsn is None and primary_lsn is None and status.streaming:
-            return health(HEALTHY, 0, 0.0)  # a backend without positions to compare
-        if status.replay_lsn is None or primary_lsn is None:
-            return health(UNKNOWN)
-        if status.streaming is False:
-            return health(RECEIVER_DOWN)
-        lag_bytes = max(0, primary_lsn - status.replay_lsn)
-        # Idle-safe: a replica that has replayed everything the primary had lags
-        # by no time, however long ago the last commit was.
-        lag_seconds = 0.0 if lag_bytes == 0 else self._age(primary, status, now)
-        if lag_seconds is None:
-            return health(UNKNOWN, lag_bytes)
-        share = HYSTERESIS if replica in self._excluded else 1.0
-        limits = self.config.lag
-        if lag_bytes > limits.max_bytes * share or lag_seconds > limits.max_seconds * share:
-            self._excluded.add(replica)
-            return health(LAGGING, lag_bytes, lag_seconds)
-        self._excluded.discard(replica)
-        return health(HEALTHY, lag_bytes, lag_seconds)
-
-    def _age(self, primary: str, status: ReplicaStatus, now: float) -> float | None:
-        """How old the newest data of a replica is, from the primary's position history.
-
-        Not the time since the last replayed commit: a long batch writes WAL
-        but no commit, and would make caught-up replicas look minutes behind.
-        Interpolated between position samples (see `_age_of`); before there is
-        history, falls back to the time since the last replayed commit.
-        """
-        assert status.replay_lsn is not None
-        age = _age_of(self._history.get(primary, deque()), status.replay_lsn, now)
-        return age if age is not None else status.replay_age
-
 
 def _timed(call: Callable[[], object]) -> tuple[object, float]:
     started = time.perf_counter()
@@ -345,28 +287,6 @@ def _timed(call: Callable[[], object]) -> tuple[object, float]:
     except ProbeError as exc:
         outcome = exc
     return outcome, time.perf_counter() - started
-
-
-def _age_of(history: deque[tuple[float, int]], position: int, now: float) -> float | None:
-    """Return how long ago the primary passed `position`, if the history covers it.
-
-    That is the age of the oldest data the replica lacks. Between the two
-    samples around `position` the primary is taken to have written at an even
-    rate: a replica 10 ms behind reports about 10 ms, not one INTERVAL (the
-    time since the sample before it), which would keep an excluded replica
-    out for good when INTERVAL exceeds the hysteresis limit.
-    """
-    before: tuple[float, int] | None = None
-    for when, lsn in history:
-        if lsn > position:
-            if before is None:
-                return None  # older than the whole history
-            then, passed = before
-            share = (position - passed) / (lsn - passed)
-            return max(0.0, now - (then + (when - then) * share))
-        before = (when, lsn)
-    # At or past the newest sample: the primary passed it after that sample.
-    return None if before is None else max(0.0, now - before[0])
 
 
 def _forget_after_fork() -> None:

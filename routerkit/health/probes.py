@@ -9,36 +9,14 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from django.db import connections
 
-from routerkit.lsn import parse_lsn
+from routerkit.values import PrimaryStatus, ProbeError, ReplicaStatus, parse_lsn
 
 # Keys Django adds to the driver's connect() for its own cursors and adapters.
 _DJANGO_ONLY = ("cursor_factory", "context", "prepare_threshold")
-
-
-@dataclass(frozen=True)
-class PrimaryStatus:
-    lsn: int | None  # pg_current_wal_lsn(); None where the backend has no positions
-    in_recovery: bool = False
-
-
-@dataclass(frozen=True)
-class ReplicaStatus:
-    in_recovery: bool
-    replay_lsn: int | None
-    receive_lsn: int | None
-    # Seconds since the last replayed commit; None if nothing was replayed yet.
-    replay_age: float | None
-    # The WAL receiver is streaming; None when the role may not see it.
-    streaming: bool | None
-
-
-class ProbeError(Exception):
-    """The database could not be reached or answered unexpectedly."""
 
 
 class Probe(Protocol):

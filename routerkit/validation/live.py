@@ -13,9 +13,9 @@ from django.db.utils import DatabaseError
 
 from routerkit.conf import get_config
 from routerkit.health import COMMAND_TIMEOUT, command_monitor
-from routerkit.health.probes import ProbeError, is_mirror, probe_for
-from routerkit.lsn import format_lsn
+from routerkit.health.probes import is_mirror, probe_for
 from routerkit.validation.static import Placement, has_table, is_dummy
+from routerkit.values import ProbeError, format_lsn
 
 
 def check_live(databases: Iterable[str]) -> list[CheckMessage]:

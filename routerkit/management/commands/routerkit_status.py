@@ -28,8 +28,8 @@ from routerkit.health import (
     Snapshot,
     command_monitor,
 )
-from routerkit.lsn import format_lsn
 from routerkit.metrics import get_metrics
+from routerkit.values import format_lsn
 
 # Cursor home, then erase the screen: each --watch frame replaces the last.
 CLEAR = "\x1b[H\x1b[2J"

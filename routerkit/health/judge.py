@@ -1,0 +1,135 @@
+"""Judge one replica from one probe: its state, lag, hysteresis and backoff.
+
+Pure: no I/O and no clock. The monitor passes the time in, so every state
+transition is a table test (tests/test_judge.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from routerkit.values import (
+    DOWN,
+    HEALTHY,
+    LAGGING,
+    NOT_REPLICA,
+    RECEIVER_DOWN,
+    UNKNOWN,
+    ProbeError,
+    ReplicaHealth,
+    ReplicaStatus,
+)
+
+if TYPE_CHECKING:
+    from routerkit.conf import Lag
+
+# A replica that left the rotation for lag comes back only under this share of
+# the limits, so that it does not flap around the threshold.
+HYSTERESIS = 0.5
+# Backoff for a replica that refused connections: INTERVAL doubled per failure, up to this many.
+MAX_BACKOFF_INTERVALS = 30
+
+# (monotonic time, the primary's position then), oldest first, positions rising.
+History = Sequence[tuple[float, int]]
+
+
+def due(health: ReplicaHealth, now: float) -> bool:
+    """Tell whether a replica is to be probed now (not backing off)."""
+    return health.retry_at <= now
+
+
+def not_probed(previous: ReplicaHealth) -> ReplicaHealth:
+    """A replica left out of this round (backing off, or its last probe still runs).
+
+    What was known is kept, but never healthy: nothing says it still is.
+    """
+    state = previous.state if previous.state in (DOWN, UNKNOWN) else UNKNOWN
+    return replace(previous, state=state, lag_bytes=None, lag_seconds=None, probe_seconds=None)
+
+
+def judge(
+    previous: ReplicaHealth,
+    outcome: ReplicaStatus | ProbeError | None,
+    *,
+    primary_lsn: int | None,
+    history: History,
+    lag: Lag,
+    now: float,
+    wall: float,
+    probe_seconds: float | None = None,
+) -> ReplicaHealth:
+    """Return a replica's health after a probe.
+
+    `outcome` is what the probe read, the error it raised, or None when it
+    did not answer within LAG.TIMEOUT. `primary_lsn` is the newest position of
+    the primary known, and `history` its recent positions over time.
+    """
+    base = ReplicaHealth(
+        previous.alias,
+        previous.primary,
+        UNKNOWN,
+        probe_seconds=probe_seconds,
+        checked_at=wall,
+        held=previous.held,
+        failures=previous.failures,
+        retry_at=previous.retry_at,
+    )
+    if isinstance(outcome, ProbeError):
+        failures = previous.failures + 1
+        backoff = lag.interval * min(2 ** (failures - 1), MAX_BACKOFF_INTERVALS)
+        return replace(base, state=DOWN, failures=failures, retry_at=now + backoff)
+    if outcome is None:
+        return base  # timed out: the probe goes on in the background; we do not know
+    status = replace(base, replay_lsn=outcome.replay_lsn, failures=0, retry_at=0.0)
+    if not outcome.in_recovery:
+        return replace(status, state=NOT_REPLICA)  # promoted, or mis-pointed
+    if outcome.replay_lsn is None and primary_lsn is None and outcome.streaming:
+        # A backend without positions to compare.
+        return replace(status, state=HEALTHY, lag_bytes=0, lag_seconds=0.0, held=False)
+    if outcome.replay_lsn is None or primary_lsn is None:
+        return status
+    if outcome.streaming is False:
+        return replace(status, state=RECEIVER_DOWN)
+    lag_bytes = max(0, primary_lsn - outcome.replay_lsn)
+    # Idle-safe: a replica that has replayed everything the primary had lags
+    # by no time, however long ago the last commit was.
+    lag_seconds = 0.0 if lag_bytes == 0 else age(history, outcome.replay_lsn, now)
+    if lag_seconds is None:
+        # Older than the history: the time since its last replayed commit is
+        # then the best measure there is (a lower bound of its lag).
+        lag_seconds = outcome.replay_age
+    if lag_seconds is None:
+        return replace(status, lag_bytes=lag_bytes)
+    share = HYSTERESIS if previous.held else 1.0
+    over = lag_bytes > lag.max_bytes * share or lag_seconds > lag.max_seconds * share
+    return replace(
+        status,
+        state=LAGGING if over else HEALTHY,
+        lag_bytes=lag_bytes,
+        lag_seconds=lag_seconds,
+        held=over,
+    )
+
+
+def age(history: History, position: int, now: float) -> float | None:
+    """Return how long ago the primary passed `position`, if the history covers it.
+
+    That is the age of the oldest data the replica lacks. Between the two
+    samples around `position` the primary is taken to have written at an even
+    rate: a replica 10 ms behind reports about 10 ms, not one INTERVAL (the
+    time since the sample before it), which would keep an excluded replica
+    out for good when INTERVAL exceeds the hysteresis limit.
+    """
+    before: tuple[float, int] | None = None
+    for when, lsn in history:
+        if lsn > position:
+            if before is None:
+                return None  # older than the whole history
+            then, passed = before
+            share = (position - passed) / (lsn - passed)
+            return max(0.0, now - (then + (when - then) * share))
+        before = (when, lsn)
+    # At or past the newest sample: the primary passed it after that sample.
+    return None if before is None else max(0.0, now - before[0])

@@ -1,0 +1,207 @@
+"""The health judge as a table: every state transition, hysteresis and backoff, on a fake clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from routerkit.conf import Lag
+from routerkit.health.judge import HYSTERESIS, age, due, judge, not_probed
+from routerkit.health.monitor import Positions
+from routerkit.values import (
+    DOWN,
+    HEALTHY,
+    LAGGING,
+    NOT_REPLICA,
+    RECEIVER_DOWN,
+    UNKNOWN,
+    ProbeError,
+    ReplicaHealth,
+    ReplicaStatus,
+)
+
+LAG = Lag(max_seconds=2.0, max_bytes=1_000, interval=1.0, timeout=0.2)
+NOW = 100.0
+# The primary wrote 1,000 bytes a second for the last ten seconds.
+HISTORY = tuple((90.0 + i, 10_000 + 1_000 * i) for i in range(11))
+PRIMARY_LSN = HISTORY[-1][1]  # 20,000
+
+NEW = ReplicaHealth("replica1", "primary", UNKNOWN)
+WAS_HEALTHY = replace(NEW, state=HEALTHY, lag_bytes=0, lag_seconds=0.0)
+WAS_LAGGING = replace(NEW, state=LAGGING, held=True)
+WAS_DOWN = replace(NEW, state=DOWN, failures=3, retry_at=NOW + 4.0)
+
+
+def status(
+    behind: int | None = 0,
+    *,
+    in_recovery: bool = True,
+    streaming: bool | None = True,
+    replay_age: float | None = 0.0,
+) -> ReplicaStatus:
+    replay = None if behind is None else PRIMARY_LSN - behind
+    return ReplicaStatus(in_recovery, replay, replay, replay_age, streaming)
+
+
+def run(previous: ReplicaHealth, outcome: object, primary_lsn: int | None = PRIMARY_LSN):
+    assert outcome is None or isinstance(outcome, (ReplicaStatus, ProbeError))
+    return judge(
+        previous,
+        outcome,
+        primary_lsn=primary_lsn,
+        history=HISTORY,
+        lag=LAG,
+        now=NOW,
+        wall=1_700_000_000.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("previous", "outcome", "primary_lsn", "state", "held"),
+    [
+        # From unknown (first probe) to every state.
+        (NEW, status(0), PRIMARY_LSN, HEALTHY, False),
+        (NEW, status(999), PRIMARY_LSN, HEALTHY, False),
+        (NEW, status(1_001), PRIMARY_LSN, LAGGING, True),
+        (NEW, ProbeError("refused"), PRIMARY_LSN, DOWN, False),
+        (NEW, None, PRIMARY_LSN, UNKNOWN, False),
+        (NEW, status(0, in_recovery=False), PRIMARY_LSN, NOT_REPLICA, False),
+        (NEW, status(0, streaming=False), PRIMARY_LSN, RECEIVER_DOWN, False),
+        (NEW, status(None), PRIMARY_LSN, UNKNOWN, False),  # nothing replayed yet
+        (NEW, status(0), None, UNKNOWN, False),  # no position of the primary known
+        (NEW, status(None), None, HEALTHY, False),  # a backend without positions
+        # Healthy to every state.
+        (WAS_HEALTHY, status(10), PRIMARY_LSN, HEALTHY, False),
+        (WAS_HEALTHY, status(5_000), PRIMARY_LSN, LAGGING, True),
+        (WAS_HEALTHY, ProbeError("refused"), PRIMARY_LSN, DOWN, False),
+        (WAS_HEALTHY, None, PRIMARY_LSN, UNKNOWN, False),
+        (WAS_HEALTHY, status(0, in_recovery=False), PRIMARY_LSN, NOT_REPLICA, False),
+        # Hysteresis: a lagging replica comes back only under half the limits.
+        (WAS_LAGGING, status(700), PRIMARY_LSN, LAGGING, True),
+        (WAS_LAGGING, status(int(1_000 * HYSTERESIS)), PRIMARY_LSN, HEALTHY, False),
+        (WAS_LAGGING, status(10), PRIMARY_LSN, HEALTHY, False),
+        # ... and remembers it was out through a round it could not be judged.
+        (WAS_LAGGING, None, PRIMARY_LSN, UNKNOWN, True),
+        (WAS_LAGGING, ProbeError("refused"), PRIMARY_LSN, DOWN, True),
+        (WAS_LAGGING, status(0, streaming=False), PRIMARY_LSN, RECEIVER_DOWN, True),
+        (replace(WAS_LAGGING, state=UNKNOWN), status(700), PRIMARY_LSN, LAGGING, True),
+        # Down comes back on the first answer.
+        (WAS_DOWN, status(0), PRIMARY_LSN, HEALTHY, False),
+        (WAS_DOWN, ProbeError("refused"), PRIMARY_LSN, DOWN, False),
+    ],
+)
+def test_state_transitions(
+    previous: ReplicaHealth, outcome: object, primary_lsn: int | None, state: str, held: bool
+) -> None:
+    judged = run(previous, outcome, primary_lsn)
+    assert (judged.state, judged.held) == (state, held)
+    assert judged.healthy == (state == HEALTHY)
+
+
+@pytest.mark.parametrize(
+    ("behind", "lag_seconds"),
+    [
+        (0, 0.0),  # caught up: no lag, however old the last commit
+        (10, 0.01),  # 10 bytes at 1,000 bytes a second: 10 ms, not one INTERVAL
+        (1_500, 1.5),
+        (2_500, 2.5),
+    ],
+)
+def test_lag_is_measured_from_the_primarys_history(behind: int, lag_seconds: float) -> None:
+    judged = run(WAS_HEALTHY, status(behind))
+    assert judged.lag_bytes == behind
+    assert judged.lag_seconds == pytest.approx(lag_seconds)
+
+
+def test_time_lag_alone_excludes_a_replica() -> None:
+    """Over MAX_SECONDS but under MAX_BYTES: out for its age (a slow writer)."""
+    slow = tuple((90.0 + i, 10_000 + 10 * i) for i in range(11))  # 10 bytes a second
+    lsn = slow[-1][1]
+    replay = lsn - 30  # three seconds behind, 30 bytes
+    outcome = ReplicaStatus(True, replay, replay, 3.0, True)
+    kwargs = {"primary_lsn": lsn, "history": slow, "lag": LAG, "now": NOW, "wall": 0.0}
+    judged = judge(WAS_HEALTHY, outcome, **kwargs)
+    assert (judged.state, judged.lag_bytes) == (LAGGING, 30)
+    assert judged.lag_seconds == pytest.approx(3.0)
+    # Back under half of MAX_SECONDS (1 s): healthy again.
+    caught_up = ReplicaStatus(True, lsn - 5, lsn - 5, 0.5, True)
+    assert judge(judged, caught_up, **kwargs).state == HEALTHY
+
+
+def test_older_than_the_history_falls_back_to_the_replay_age() -> None:
+    judged = run(WAS_HEALTHY, status(15_000, replay_age=30.0))
+    assert (judged.state, judged.lag_seconds) == (LAGGING, 30.0)
+    unknown = run(WAS_HEALTHY, status(15_000, replay_age=None))
+    assert (unknown.state, unknown.lag_bytes, unknown.lag_seconds) == (UNKNOWN, 15_000, None)
+
+
+@pytest.mark.parametrize(
+    ("failures", "backoff"),
+    [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 16.0), (6, 30.0), (12, 30.0)],
+)
+def test_backoff_doubles_per_failure_up_to_a_cap(failures: int, backoff: float) -> None:
+    health = NEW
+    for _ in range(failures):
+        health = run(health, ProbeError("refused"))
+    assert (health.state, health.failures) == (DOWN, failures)
+    assert health.retry_at == NOW + backoff
+    assert not due(health, NOW + backoff - 0.01)
+    assert due(health, NOW + backoff)
+
+
+def test_an_answer_ends_the_backoff() -> None:
+    health = run(WAS_DOWN, status(0))
+    assert (health.failures, health.retry_at) == (0, 0.0)
+    assert due(health, NOW)
+
+
+def test_a_timeout_neither_counts_as_a_failure_nor_ends_the_backoff() -> None:
+    health = run(WAS_DOWN, None)
+    assert (health.state, health.failures, health.retry_at) == (UNKNOWN, 3, WAS_DOWN.retry_at)
+
+
+@pytest.mark.parametrize(
+    ("previous", "state"),
+    [(WAS_HEALTHY, UNKNOWN), (WAS_LAGGING, UNKNOWN), (WAS_DOWN, DOWN), (NEW, UNKNOWN)],
+)
+def test_a_replica_not_probed_this_round_is_never_healthy(
+    previous: ReplicaHealth, state: str
+) -> None:
+    skipped = not_probed(previous)
+    assert skipped.state == state
+    assert (skipped.held, skipped.failures, skipped.retry_at) == (
+        previous.held,
+        previous.failures,
+        previous.retry_at,
+    )
+
+
+def test_age_before_any_history_is_unknown() -> None:
+    assert age((), 5, NOW) is None
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_positions_keep_the_newest_however_late_it_arrives() -> None:
+    clock = FakeClock()
+    positions = Positions(clock)
+    positions.add("primary", 100)
+    clock.now = 1.0
+    positions.add("primary", 300)  # a request read the position after its write
+    clock.now = 2.0
+    positions.add("primary", 200)  # a slow probe answering late, with an older one
+    assert positions.newest("primary", since=0.0) == 300
+    assert positions.history("primary") == ((0.0, 100), (1.0, 300))
+    # Confirmed at 1.0: too old for a judgement that asks for 1.5 or later.
+    assert positions.newest("primary", since=1.5) is None
+    clock.now = 3.0
+    positions.add("primary", 300)  # the same position again: confirmed, and dated later
+    assert positions.newest("primary", since=2.5) == 300
+    assert positions.history("primary") == ((0.0, 100), (3.0, 300))
