@@ -117,6 +117,8 @@ class Config:
 
 
 _config: Config | None = None
+# The settings the parsed configuration depends on.
+WATCHED_SETTINGS = ("ROUTERKIT", "DATABASES")
 
 
 def get_config() -> Config:
@@ -140,7 +142,7 @@ def _load() -> Config:
 def clear_cache(*, setting: str, **kwargs: Any) -> None:
     """Drop the parsed settings when a test overrides them (setting_changed receiver)."""
     global _config
-    if setting in ("ROUTERKIT", "DATABASES"):
+    if setting in WATCHED_SETTINGS:
         _config = None
 
 

@@ -18,8 +18,9 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Model
 
-from routerkit import conf, writes
-from routerkit.conf import Config, get_config
+from routerkit import writes
+from routerkit.conf import Config
+from routerkit.runtime import Runtime, active, get_runtime
 from routerkit.selection import count_write, read_alias
 
 _UNKNOWN = object()
@@ -30,7 +31,7 @@ class _BaseRouter:
         # Django builds the routers on the first routing decision: write
         # tracking is then in place even when "routerkit" is not installed.
         writes.install()
-        self._config: Config | None = None
+        self._runtime: Runtime | None = None
         self._placed: dict[type[Model], str | None] = {}
 
     def _place(self, config: Config, model: type[Model]) -> str | None:
@@ -42,15 +43,22 @@ class _BaseRouter:
         raise NotImplementedError
 
     def _primary(self, model: type[Model]) -> str | None:
-        # The hot path of every query: a module attribute read, an identity
-        # check and a dict lookup when nothing changed.
-        if conf._config is not self._config or conf._config is None:
+        # The hot path of every query: two attribute reads, an identity check
+        # and a dict lookup when nothing changed.
+        runtime = active.runtime
+        if runtime is not self._runtime or runtime is None:
             # First use, or settings changed (override_settings): forget placements.
-            self._config, self._placed = get_config(), {}
+            runtime = active.get()
+            self._runtime, self._placed = runtime, {}
         primary = self._placed.get(model, _UNKNOWN)
         if primary is _UNKNOWN:
-            primary = self._placed[model] = self._place(get_config(), _owner(model))
+            primary = self._placed[model] = self._place(runtime.config, _owner(model))
         return primary  # type: ignore[return-value]
+
+    @property
+    def _config(self) -> Config:
+        assert self._runtime is not None  # set by _primary()
+        return self._runtime.config
 
     def db_for_read(self, model: type[Model], **hints: Any) -> str | None:
         primary = self._primary(model)
@@ -59,9 +67,9 @@ class _BaseRouter:
         instance = hints.get("instance")
         if instance is not None:
             primary = self._instance_home(primary, instance)
-            if primary not in self._config.managed:  # type: ignore[union-attr]
+            if primary not in self._config.managed:
                 return primary  # an alias routerkit does not manage: stay there
-        return read_alias(self._config, primary, hints)  # type: ignore[arg-type]
+        return read_alias(self._runtime, primary, hints)  # type: ignore[arg-type]
 
     def db_for_write(self, model: type[Model], **hints: Any) -> str | None:
         primary = self._primary(model)
@@ -70,7 +78,7 @@ class _BaseRouter:
         instance = hints.get("instance")
         if instance is not None:
             primary = self._instance_home(primary, instance)
-        count_write(self._config, primary)  # type: ignore[arg-type]
+        count_write(self._runtime, primary)  # type: ignore[arg-type]
         return primary
 
     def _instance_home(self, primary: str, instance: Any) -> str:
@@ -89,7 +97,7 @@ class _BaseRouter:
         # `_state` and `_meta` through the instance, not type(instance): Django
         # hands out lazy wrappers (request.user is a SimpleLazyObject).
         db = getattr(getattr(instance, "_state", None), "db", None)
-        config: Config = self._config  # type: ignore[assignment]
+        config = self._config
         if db is None or db == primary:
             return primary
         if db not in config.managed:
@@ -110,7 +118,7 @@ class _BaseRouter:
         primary2 = self._primary(obj2._meta.model)
         if primary1 is None and primary2 is None:
             return None
-        config: Config = self._config  # type: ignore[assignment]
+        config = self._config
         # Where an object actually lives wins over where its model belongs.
         home1 = config.primary_of(obj1._state.db) if obj1._state.db else primary1
         home2 = config.primary_of(obj2._state.db) if obj2._state.db else primary2
@@ -121,7 +129,7 @@ class _BaseRouter:
     def allow_migrate(
         self, db: str, app_label: str, model_name: str | None = None, **hints: Any
     ) -> bool | None:
-        config = get_config()
+        config = get_runtime().config
         if db in config.replica_of:
             return False
         model = hints.get("model")
@@ -194,7 +202,7 @@ class PrimaryReplicaRouter(_BaseRouter):
     def allow_migrate(
         self, db: str, app_label: str, model_name: str | None = None, **hints: Any
     ) -> bool | None:
-        if db not in get_config().managed:
+        if db not in get_runtime().config.managed:
             # An alias outside routerkit's clusters is reached with explicit
             # using() (several databases with the same tables): leave it to
             # Django, as before routerkit was installed. A test mirror is a

@@ -6,106 +6,30 @@ same guarantees. This runs on every query: no I/O, no locks.
 
 from __future__ import annotations
 
-import bisect
-import itertools
-import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from routerkit import metrics
-from routerkit.conf import Cluster, Config
-from routerkit.health import LAGGING, get_monitor
-from routerkit.state import Scope, _forced, _scope, current_scope
+from routerkit.balancers import Balancer
+from routerkit.health import LAGGING
+from routerkit.runtime import Runtime
+from routerkit.state import Scope, current_scope, forced_var, scope_var
 from routerkit.values import Requirement, Snapshot, fits
-
-Picker = Callable[[], str]
-
-
-def random_picker(replicas: tuple[str, ...]) -> Picker:
-    """Pick a replica uniformly at random."""
-    draw = random.random
-    count = len(replicas)
-    # random.choice() goes through _randbelow(); this is about four times cheaper.
-    return lambda: replicas[int(draw() * count)]
-
-
-def round_robin_picker(replicas: tuple[str, ...]) -> Picker:
-    """Pick replicas in turn (per process)."""
-    return itertools.cycle(replicas).__next__
-
-
-def weighted_picker(replicas: tuple[str, ...], weights: tuple[float, ...]) -> Picker:
-    """Pick a replica with probability proportional to its weight."""
-    bounds = list(itertools.accumulate(weights))
-    total = bounds[-1]
-    draw = random.random
-    last = len(replicas) - 1
-    return lambda: replicas[min(bisect.bisect(bounds, draw() * total), last)]
-
-
-def make_picker(cluster: Cluster, balancer: str) -> Picker:
-    if balancer == "round_robin":
-        return round_robin_picker(cluster.replicas)
-    if balancer == "weighted":
-        return weighted_picker(cluster.replicas, cluster.weights)
-    return random_picker(cluster.replicas)
-
-
-class _Plan:
-    """Which primaries have replicas, per parsed configuration."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.clusters: Mapping[str, Cluster] = {
-            primary: cluster for primary, cluster in config.clusters.items() if cluster.replicas
-        }
-
-
-_plan: _Plan | None = None
-
-
-def _plan_for(config: Config) -> _Plan:
-    global _plan
-    plan = _plan
-    if plan is None or plan.config is not config:
-        plan = _plan = _Plan(config)
-    return plan
-
-
-_picked: tuple[Snapshot, Config, dict[str, Picker]] | None = None
-
-
-def _pickers(snapshot: Snapshot, config: Config) -> tuple[Snapshot, Config, dict[str, Picker]]:
-    """Build balancers over each cluster's usable replicas (once per snapshot)."""
-    global _picked
-    pickers = {}
-    for primary, usable in snapshot.usable.items():
-        cluster = config.cluster(primary)
-        if usable:
-            weights = tuple(
-                w for r, w in zip(cluster.replicas, cluster.weights, strict=True) if r in usable
-            )
-            pickers[primary] = make_picker(Cluster(primary, usable, weights), config.balancer)
-    _picked = (snapshot, config, pickers)
-    return _picked
-
 
 _current_thread = threading.current_thread
 
 
-def read_alias(config: Config, primary: str, hints: Mapping[str, Any]) -> str:
+def read_alias(runtime: Runtime, primary: str, hints: Mapping[str, Any]) -> str:
     """Return the alias a read of data owned by `primary` should use."""
     # Function calls dominate the cost of this path, so the helpers of
     # routerkit.state are inlined here.
-    plan = _plan
-    if plan is None or plan.config is not config:
-        plan = _plan_for(config)
-    scope = _scope.get() or current_scope()
-    if primary not in plan.clusters:
+    scope = scope_var.get() or current_scope()
+    balancer = runtime.balancers.get(primary)
+    if balancer is None:
         alias, reason = primary, metrics.PRIMARY
-    elif _forced.get():
+    elif forced_var.get():
         alias, reason = primary, metrics.FORCED
     elif primary in scope.written:
         alias, reason = primary, metrics.WRITTEN
@@ -115,7 +39,7 @@ def read_alias(config: Config, primary: str, hints: Mapping[str, Any]) -> str:
         # reading the data they created.
         alias, reason = primary, metrics.TRANSACTION
     else:
-        snapshot = scope.snapshot or _unscoped_snapshot(config)
+        snapshot = scope.snapshot or _unscoped_snapshot(runtime)
         requirement = scope.requirements.get(primary)
         usable = snapshot.usable.get(primary, ())
         pinned = scope.pinned.get(primary)
@@ -135,14 +59,14 @@ def read_alias(config: Config, primary: str, hints: Mapping[str, Any]) -> str:
             # raised it above the replica the request is pinned to.
             alias, reason = pinned, metrics.REPLICA
         elif requirement is not None:
-            alias, reason = _satisfying(primary, snapshot, requirement)
+            alias, reason = _satisfying(balancer, primary, snapshot, requirement)
         else:
-            picked = _picked
-            if picked is None or picked[0] is not snapshot or picked[1] is not config:
-                picked = _pickers(snapshot, config)
-            pick = picked[2].get(primary)
-            if pick is not None:
-                alias, reason = pick(), metrics.REPLICA
+            cached = balancer.cached
+            if cached[0] is not usable:
+                cached = balancer.prepare(usable)
+            choose = cached[1]
+            if choose is not None:
+                alias, reason = choose(), metrics.REPLICA
             else:
                 alias, reason = primary, _why_no_replica(primary, snapshot)
         if alias != primary:
@@ -151,7 +75,7 @@ def read_alias(config: Config, primary: str, hints: Mapping[str, Any]) -> str:
             else:
                 scope.pinned[primary] = alias
     scope.read_from.add(alias)
-    if config.metrics:
+    if runtime.config.metrics:
         # Two dict lookups here; the Prometheus counter gets the sum when the
         # scope ends.
         scope.reads[reason][alias] += 1
@@ -198,10 +122,10 @@ def _in_transaction(scope: Scope, primary: str) -> bool:
     return scope.connection(primary).in_atomic_block
 
 
-def count_write(config: Config, primary: str) -> None:
+def count_write(runtime: Runtime, primary: str) -> None:
     """Count a write decision (off the read path: writes are rarer)."""
-    if config.metrics:
-        scope = _scope.get() or current_scope()
+    if runtime.config.metrics:
+        scope = scope_var.get() or current_scope()
         scope.writes[primary] += 1
         if scope.implicit:
             _flush_unscoped(scope)
@@ -224,17 +148,24 @@ def _instance_replica(
     return str(source)
 
 
-def _satisfying(primary: str, snapshot: Snapshot, requirement: Requirement) -> tuple[str, str]:
-    """Pick a usable replica that meets the client's requirement, else the primary."""
+def _satisfying(
+    balancer: Balancer, primary: str, snapshot: Snapshot, requirement: Requirement
+) -> tuple[str, str]:
+    """Pick a usable replica that meets the client's requirement, else the primary.
+
+    The balancer chooses among those that do: weights (and drained replicas)
+    hold for clients with a token too.
+    """
     now = time.time()
-    candidates = [
-        r for r in snapshot.usable.get(primary, ()) if fits(snapshot, r, requirement, now)
-    ]
+    usable = snapshot.usable.get(primary, ())
+    candidates = [r for r in usable if fits(snapshot, r, requirement, now)]
     if candidates:
-        return candidates[int(random.random() * len(candidates))], metrics.REPLICA
-    if not snapshot.usable.get(primary):
+        chosen = balancer.pick(candidates)
+        if chosen is not None:
+            return chosen, metrics.REPLICA
+    if not usable:
         return primary, _why_no_replica(primary, snapshot)
-    if requirement.until is not None and requirement.until > time.time():
+    if requirement.until is not None and requirement.until > now:
         return primary, metrics.STICKY
     return primary, metrics.TOKEN_PENDING
 
@@ -245,8 +176,8 @@ def _why_no_replica(primary: str, snapshot: Snapshot) -> str:
     return metrics.LAGGING if lagging else metrics.UNHEALTHY
 
 
-def _unscoped_snapshot(config: Config) -> Snapshot:
+def _unscoped_snapshot(runtime: Runtime) -> Snapshot:
     # Outside ConsistencyMiddleware and restore_token() nobody took a health
     # snapshot for this unit of work: ask the monitor, which probes at most
     # once per interval.
-    return get_monitor(config).refresh_if_due()
+    return runtime.monitor.refresh_if_due()

@@ -111,13 +111,16 @@ def _reads() -> defaultdict[str, defaultdict[str, int]]:
     return defaultdict(lambda: defaultdict(int))
 
 
-_scope: ContextVar[Scope | None] = ContextVar("routerkit_scope", default=None)
-_forced: ContextVar[bool] = ContextVar("routerkit_forced", default=False)
+# The scope of the running unit of work, and whether use_primary() is in force.
+# Read directly by the routing decision (routerkit.selection), which runs on
+# every query; everything else goes through current_scope() and the blocks.
+scope_var: ContextVar[Scope | None] = ContextVar("routerkit_scope", default=None)
+forced_var: ContextVar[bool] = ContextVar("routerkit_forced", default=False)
 # The blocks entered in this context, outermost first, each with what it must
 # undo. In a ContextVar (not on the block object) so that one block instance may
 # be used by several threads or tasks at once. Each entry is found by its own
 # marker on exit, so blocks may exit in any order (a generator closed inside
-# another block): `_scope` and `_forced` are then recomputed from what is left.
+# another block): `scope_var` and `forced_var` are then recomputed from what is left.
 _entered: ContextVar[tuple[_Entry, ...]] = ContextVar("routerkit_entered", default=())
 
 
@@ -137,7 +140,7 @@ class _Entry:
     ) -> None:
         self.block = block
         self.scope = scope  # set by consistency_scope
-        # _scope before this scope was entered; read for the outermost scope.
+        # scope_var before this scope was entered; read for the outermost scope.
         self.previous = previous
         self.parent = parent
         self.forced = forced  # set by use_primary
@@ -145,20 +148,20 @@ class _Entry:
 
 def current_scope() -> Scope:
     """Return the scope of the running request or task, creating one if there is none."""
-    scope = _scope.get()
+    scope = scope_var.get()
     if scope is None:
         # Outside a request or task scope (a script, a shell, a worker without
         # integration) the scope lasts as long as this context: once it writes,
         # it keeps reading its cluster from the primary. That costs replica
         # reads, never a stale read of one's own write.
         scope = Scope(implicit=True)
-        _scope.set(scope)
+        scope_var.set(scope)
     return scope
 
 
 def implicit_scope() -> Scope | None:
     """Return this context's implicit scope, if code outside any unit of work routed here."""
-    scope = _scope.get()
+    scope = scope_var.get()
     return scope if scope is not None and scope.implicit else None
 
 
@@ -199,11 +202,11 @@ def scoped(func: Callable[P, R]) -> Callable[P, R]:
 @contextmanager
 def entered(scope: Scope) -> Iterator[Scope]:
     """Make an existing scope current again (for work that outlives its block)."""
-    token = _scope.set(scope)
+    token = scope_var.set(scope)
     try:
         yield scope
     finally:
-        _scope.reset(token)
+        scope_var.reset(token)
         if scope.counted:
             from routerkit.metrics import get_metrics
 
@@ -226,9 +229,9 @@ class _Block:
         entry = self._enter()
         _entered.set((*_entered.get(), entry))
         if entry.scope is not None:
-            _scope.set(entry.scope)
+            scope_var.set(entry.scope)
         if entry.forced:
-            _forced.set(True)
+            forced_var.set(True)
         return entry.scope
 
     def __exit__(self, *exc_info: object) -> None:
@@ -246,10 +249,10 @@ class _Block:
                 entries[scopes[0]] = _Entry(
                     first.block, previous=entry.previous, scope=first.scope, parent=first.parent
                 )
-            _scope.set(entries[scopes[-1]].scope if scopes else entry.previous)
+            scope_var.set(entries[scopes[-1]].scope if scopes else entry.previous)
         _entered.set(tuple(entries))
         if entry.forced:
-            _forced.set(any(e.forced for e in entries))
+            forced_var.set(any(e.forced for e in entries))
         self._exit(entry)
 
     def __call__(self, func: F) -> F:
@@ -299,7 +302,7 @@ class consistency_scope(_Block):  # noqa: N801 - used like contextlib's lower-ca
         return consistency_scope(isolated=self.isolated)
 
     def _enter(self) -> _Entry:
-        previous = parent = _scope.get()
+        previous = parent = scope_var.get()
         if self.isolated or (parent is not None and parent.implicit):
             parent = None
         scope = Scope()

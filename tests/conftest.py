@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from routerkit import consistency_scope, metrics, selection
 from routerkit.conf import Config
 from routerkit.health import HEALTHY, ReplicaHealth, Snapshot
+from routerkit.runtime import Runtime
 from tests.example import Example, example_env
 from tests.pgcluster import PgCluster
 
@@ -54,11 +55,10 @@ def healthy_snapshot(config: Config) -> Snapshot:
 @pytest.fixture
 def all_replicas_healthy(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pure routing tests: every replica is usable, and nothing probes a database."""
-    # One snapshot per configuration, as a monitor would keep: balancer state
-    # (round-robin position) lives with it.
     snapshots: dict[int, tuple[Config, Snapshot]] = {}
 
-    def snapshot_for(config: Config) -> Snapshot:
+    def snapshot_for(runtime: Runtime) -> Snapshot:
+        config = runtime.config
         if id(config) not in snapshots:
             snapshots[id(config)] = (config, healthy_snapshot(config))
         return snapshots[id(config)][1]

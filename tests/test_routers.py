@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -20,9 +23,13 @@ from django.db import router
 from django.test import override_settings
 
 from routerkit import consistency_scope, use_primary
+from routerkit.balancers import Balancer
+from routerkit.conf import get_config
 from routerkit.routers import AppRouter, ContribRouter, PrimaryReplicaRouter
 from routerkit.state import current_scope
+from routerkit.values import Requirement, Snapshot
 from tests.billing.models import Invoice
+from tests.conftest import healthy_snapshot
 from tests.testapp.models import Article, Comment
 
 pytestmark = pytest.mark.usefixtures("all_replicas_healthy")
@@ -337,3 +344,102 @@ class TestForcedAndWritten:
         current_scope().written.add("billing")
         assert set(reads(Invoice, times=20)) == {"billing"}
         assert set(reads(Article, times=50)) == {"replica1", "replica2"}
+
+
+def positioned(replay_lsn: int) -> Snapshot:
+    """A fresh snapshot in which both replicas of `primary` are healthy at `replay_lsn`."""
+    config = get_config()
+    base = healthy_snapshot(config)
+    return replace(
+        base,
+        replicas={
+            alias: replace(health, replay_lsn=replay_lsn) for alias, health in base.replicas.items()
+        },
+    )
+
+
+def first_reads(count: int, snapshot: Callable[[], Snapshot], **requirement: Any) -> Counter[str]:
+    """Route `count` reads, each the first of a new unit of work with its own snapshot."""
+    seen: Counter[str] = Counter()
+    for _ in range(count):
+        with consistency_scope(isolated=True) as scope:
+            scope.snapshot = snapshot()
+            if requirement:
+                scope.requirements["primary"] = Requirement(**requirement)
+            seen[router.db_for_read(Article) or ""] += 1
+    return seen
+
+
+ROUND_ROBIN = {**settings.ROUTERKIT, "BALANCER": "round_robin"}
+
+
+def weighted(replica1: float, replica2: float) -> dict[str, Any]:
+    replicas = {"primary": {"replica1": replica1, "replica2": replica2}}
+    return {**settings.ROUTERKIT, "REPLICAS": replicas, "BALANCER": "weighted"}
+
+
+class TestBalancers:
+    @override_settings(ROUTERKIT=ROUND_ROBIN)
+    def test_round_robin_rotates_across_snapshots(self) -> None:
+        """Each unit of work with a snapshot of its own still takes the next replica."""
+        picks = [next(iter(first_reads(1, lambda: positioned(10)))) for _ in range(6)]
+        assert picks[0] != picks[1]
+        assert picks == picks[:2] * 3
+
+    @override_settings(ROUTERKIT=ROUND_ROBIN)
+    def test_round_robin_rotates_across_concurrent_requests(self) -> None:
+        """Four threads of first reads, each with fresh snapshots: an exact half each."""
+        totals: Counter[str] = Counter()
+        lock = threading.Lock()
+
+        def worker() -> None:
+            seen = first_reads(50, lambda: positioned(10))
+            with lock:
+                totals.update(seen)
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert totals == {"replica1": 100, "replica2": 100}
+
+    @override_settings(ROUTERKIT=ROUND_ROBIN)
+    def test_round_robin_holds_when_a_token_restricts_the_choice(self) -> None:
+        picks = [next(iter(first_reads(1, lambda: positioned(10), lsn=5))) for _ in range(4)]
+        assert picks[0] != picks[1]
+        assert picks == picks[:2] * 2
+
+    @override_settings(ROUTERKIT=weighted(3, 1))
+    def test_weights_hold_when_a_token_restricts_the_choice(self) -> None:
+        """Both replicas have replayed the client's position: still three to one."""
+        random.seed(99)
+        seen = first_reads(2000, lambda: positioned(10), lsn=5)
+        assert set(seen) == {"replica1", "replica2"}
+        assert 0.70 < seen["replica1"] / 2000 < 0.80
+
+    @override_settings(ROUTERKIT=weighted(1, 0))
+    def test_a_drained_replica_serves_no_client_with_a_token(self) -> None:
+        assert first_reads(200, lambda: positioned(10), lsn=5) == {"replica1": 200}
+        assert first_reads(200, lambda: positioned(10)) == {"replica1": 200}
+
+    @override_settings(ROUTERKIT=weighted(1, 0))
+    def test_when_only_a_drained_replica_fits_the_primary_serves(self) -> None:
+        def replica1_behind() -> Snapshot:
+            snapshot = positioned(10)
+            replicas = dict(snapshot.replicas)
+            replicas["replica1"] = replace(replicas["replica1"], replay_lsn=1)
+            return replace(snapshot, replicas=replicas)
+
+        assert first_reads(50, replica1_behind, lsn=5) == {"primary": 50}
+
+
+def test_balancers_choose_by_policy_and_drain_weight_zero() -> None:
+    """The balancer alone: policies, drained replicas, a single candidate."""
+    replicas = ("replica1", "replica2", "replica3")
+    round_robin = Balancer(replicas, (1, 1, 0), "round_robin")
+    assert [round_robin.pick(replicas) for _ in range(4)] == ["replica1", "replica2"] * 2
+    assert round_robin.pick(("replica3",)) is None
+    assert round_robin.pick(("replica2",)) == "replica2"
+    assert Balancer(replicas, (0, 0, 1), "random").pick(replicas) == "replica3"
+    assert Balancer(replicas, (0, 2, 0), "weighted").pick(replicas) == "replica2"
