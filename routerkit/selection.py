@@ -19,6 +19,7 @@ from routerkit.state import Scope, current_scope, forced_var, scope_var
 from routerkit.values import Requirement, Snapshot, fits
 
 _current_thread = threading.current_thread
+_monotonic = time.monotonic
 
 
 def read_alias(runtime: Runtime, primary: str, hints: Mapping[str, Any]) -> str:
@@ -39,7 +40,11 @@ def read_alias(runtime: Runtime, primary: str, hints: Mapping[str, Any]) -> str:
         # reading the data they created.
         alias, reason = primary, metrics.TRANSACTION
     else:
-        snapshot = scope.snapshot or _unscoped_snapshot(runtime)
+        snapshot = scope.snapshot
+        if snapshot is None:
+            snapshot = _unscoped_snapshot(runtime)
+        elif snapshot.expires < _monotonic():
+            snapshot = _renewed(scope, runtime)
         requirement = scope.requirements.get(primary)
         usable = snapshot.usable.get(primary, ())
         pinned = scope.pinned.get(primary)
@@ -174,6 +179,27 @@ def _why_no_replica(primary: str, snapshot: Snapshot) -> str:
     # All reads of the cluster fall on the primary: say whether lag did it.
     lagging = any(h.state == LAGGING and h.primary == primary for h in snapshot.replicas.values())
     return metrics.LAGGING if lagging else metrics.UNHEALTHY
+
+
+def _renewed(scope: Scope, runtime: Runtime) -> Snapshot:
+    """Give a unit of work that outlived its snapshot the monitor's current one.
+
+    A task, a restore_token() block or a streaming body can run for longer
+    than a snapshot is trusted; a replica may have died meanwhile. The
+    replicas it read from keep their floors: a replica it moves to must have
+    replayed what the old one had (as last probed), so its reads still never
+    go back in time.
+    """
+    old = scope.snapshot
+    snapshot = runtime.monitor.refresh_if_due()
+    for primary, replica in scope.pinned.items():
+        seen = [s.position(replica) for s in (old, snapshot) if s is not None]
+        position = max(filter(None, seen), default=None)
+        if position is not None:
+            previous = scope.requirements.get(primary, Requirement())
+            scope.requirements[primary] = previous.merge(lsn=position)
+    scope.snapshot = snapshot
+    return snapshot
 
 
 def _unscoped_snapshot(runtime: Runtime) -> Snapshot:

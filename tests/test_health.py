@@ -179,3 +179,89 @@ def test_lag_in_seconds_is_interpolated_between_samples(
         assert measured is None
     else:
         assert measured == pytest.approx(age, abs=1e-9)
+
+
+@pytest.fixture
+def article(fast: PgCluster) -> int:
+    """An article both replicas have replayed."""
+    from tests.testapp.models import Article
+
+    with consistency_scope(isolated=True):
+        pk = Article.objects.create(title="long").pk
+    for replica in REPLICAS:
+        fast.wait_replayed(replica)
+    get_monitor(get_config()).refresh()
+    return int(pk)
+
+
+def read_db(pk: int) -> str | None:
+    from tests.testapp.models import Article
+
+    found = Article.objects.filter(pk=pk).first()
+    return found._state.db if found is not None else None
+
+
+def other(replica: str) -> str:
+    return next(r for r in REPLICAS if r != replica)
+
+
+def outlive_the_snapshot() -> None:
+    """Let the unit of work's snapshot expire (five intervals of 50 ms)."""
+    time.sleep(0.35)
+
+
+class TestLongUnitsOfWork:
+    """A unit of work that outlives its health snapshot takes a fresh one."""
+
+    def test_a_restore_token_block(self, fast: PgCluster, article: int) -> None:
+        from routerkit import restore_token
+
+        with restore_token(None):
+            first = read_db(article)
+            assert first in REPLICAS
+            fast.stop_node(first)
+            get_monitor(get_config()).refresh()
+            outlive_the_snapshot()
+            assert read_db(article) == other(first)
+
+    def test_a_streaming_body(self, fast: PgCluster, article: int) -> None:
+        from django.test import Client
+
+        response = Client().get(f"/stream/articles/{article}/")
+        chunks = iter(response.streaming_content)  # type: ignore[attr-defined]
+        first = next(chunks).decode().strip()
+        assert first in REPLICAS
+        fast.stop_node(first)
+        get_monitor(get_config()).refresh()
+        outlive_the_snapshot()
+        assert next(chunks).decode().strip() == other(first)
+
+    def test_a_long_command(self, fast: PgCluster, article: int) -> None:
+        with consistency_scope():
+            first = read_db(article)
+            assert first in REPLICAS
+            fast.stop_node(first)
+            get_monitor(get_config()).refresh()
+            outlive_the_snapshot()
+            assert read_db(article) == other(first)
+
+    def test_the_reads_never_go_back_in_time(self, fast: PgCluster, article: int) -> None:
+        """The replica left behind passes on its floor: one behind it does not serve."""
+        from routerkit import restore_token
+        from tests.testapp.models import Article
+
+        monitor = get_monitor(get_config())
+        with restore_token(None):
+            first = read_db(article)
+            assert first in REPLICAS
+            fast.pause_replay(other(first))
+            with consistency_scope(isolated=True):
+                newer = Article.objects.create(title="newer").pk
+            fast.wait_replayed(first)
+            monitor.refresh()
+            assert read_db(newer) == first  # the unit has seen `newer`
+            fast.stop_node(first)
+            monitor.refresh()
+            outlive_the_snapshot()
+            # The other replica is up but has not replayed `newer`.
+            assert read_db(newer) == "primary"

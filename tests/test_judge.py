@@ -205,3 +205,10 @@ def test_positions_keep_the_newest_however_late_it_arrives() -> None:
     positions.add("primary", 300)  # the same position again: confirmed, and dated later
     assert positions.newest("primary", since=2.5) == 300
     assert positions.history("primary") == ((0.0, 100), (3.0, 300))
+
+
+@pytest.mark.parametrize("outcome", [ProbeError("refused"), None])
+def test_a_replica_that_stops_answering_keeps_its_last_position(outcome: object) -> None:
+    """What a client read from it before is at most that far: floors stay known."""
+    seen = run(WAS_HEALTHY, status(10))
+    assert run(seen, outcome).replay_lsn == PRIMARY_LSN - 10

@@ -50,6 +50,18 @@ def create_then_stream(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(body())
 
 
+def read_while_streaming(request: HttpRequest, pk: int) -> StreamingHttpResponse:
+    first = Article.objects.filter(pk=pk).first()
+
+    def body() -> Iterator[str]:
+        yield f"{first._state.db if first else None}\n"
+        # Read again while the body is sent, maybe long after the request began.
+        again = Article.objects.filter(pk=pk).first()
+        yield f"{again._state.db if again else None}\n"
+
+    return StreamingHttpResponse(body())
+
+
 async def acreate_then_read(request: HttpRequest) -> JsonResponse:
     created = await Article.objects.acreate(title=request.POST["title"])
     return _describe(await Article.objects.filter(pk=created.pk).afirst())
@@ -78,6 +90,7 @@ urlpatterns = [
     path("articles/<int:pk>/", read),
     path("invoices/", create_invoice),
     path("stream/", create_then_stream),
+    path("stream/articles/<int:pk>/", read_while_streaming),
     path("primary/articles/<int:pk>/", read_on_primary),
     path("async/articles/", acreate_then_read),
     path("async/articles/<int:pk>/", aread),

@@ -66,10 +66,13 @@ def judge(
     did not answer within LAG.TIMEOUT. `primary_lsn` is the newest position of
     the primary known, and `history` its recent positions over time.
     """
+    # Until it answers again, the last position it was seen at stays known:
+    # what a client read from it before it failed is at most that far.
     base = ReplicaHealth(
         previous.alias,
         previous.primary,
         UNKNOWN,
+        replay_lsn=previous.replay_lsn,
         probe_seconds=probe_seconds,
         checked_at=wall,
         held=previous.held,

@@ -45,11 +45,11 @@ HISTORY = 64
 ABANDON_TIMEOUTS = 10
 
 
-def unknown_snapshot(config: Config) -> Snapshot:
+def unknown_snapshot(config: Config, expires: float = float("inf")) -> Snapshot:
     """A snapshot in which no replica is known to be usable (before the first probe)."""
     return Snapshot(
         taken_at=0.0,
-        expires=float("inf"),
+        expires=expires,
         replicas={
             replica: ReplicaHealth(replica, primary, UNKNOWN)
             for replica, primary in config.replica_of.items()
@@ -128,8 +128,10 @@ class Monitor:
     def current(self) -> Snapshot:
         """Return the snapshot, or an all-unknown one if it is too old to trust."""
         snapshot = self.snapshot
-        if snapshot.expires < time.monotonic():
-            return unknown_snapshot(self.config)
+        now = time.monotonic()
+        if snapshot.expires < now:
+            # Good for one interval: a unit of work that keeps it looks again then.
+            return unknown_snapshot(self.config, expires=now + self.config.lag.interval)
         return snapshot
 
     def refresh_if_due(self, max_age: float | None = None) -> Snapshot:
