@@ -127,7 +127,10 @@ class CacheStore:
         client = self._client(request)
         if client is None:
             client = secrets.token_urlsafe(16)
-            _set_cookie(request, response, self.name, signing.dumps(client, salt=_CLIENT_SALT))
+        # Sent again with every save, so that the cookie outlives the cache
+        # entries it keys (both last TOKEN_MAX_AGE from now): an active client
+        # never loses its token to a cookie issued ten minutes ago.
+        _set_cookie(request, response, self.name, signing.dumps(client, salt=_CLIENT_SALT))
         values = zip(_keys(client), (tokens.written, tokens.seen), strict=True)
         caches[self.cache_alias].set_many(
             {key: value for key, value in values if value is not None}, TOKEN_MAX_AGE

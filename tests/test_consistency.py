@@ -409,6 +409,24 @@ class TestStores:
             assert served(client, pk) == (200, "primary")
             assert served(Client(), pk) == (404, None)
 
+    def test_the_cache_stores_client_cookie_slides_while_the_client_is_active(
+        self, cluster: PgCluster, client: Client
+    ) -> None:
+        """Every request that stores a token sends the client-id cookie again, same id."""
+        from routerkit.consistency import TOKEN_MAX_AGE
+
+        name = f"{COOKIE}_client"
+        with override_settings(ROUTERKIT=routerkit_settings(STICKY={"STORE": "cache"})):
+            for replica in REPLICAS:
+                cluster.pause_replay(replica)
+            responses = [client.post("/articles/", {"title": uuid4().hex}) for _ in range(3)]
+            cookies = [response.cookies[name] for response in responses]
+            assert {cookie.value for cookie in cookies} == {cookies[0].value}
+            assert {cookie["max-age"] for cookie in cookies} == {TOKEN_MAX_AGE}
+            # The last write is what the next read needs.
+            pk = responses[-1].json()["id"]
+            assert served(client, pk) == (200, "primary")
+
 
 class TestTasks:
     def test_a_task_reads_what_its_request_wrote(self, cluster: PgCluster) -> None:
