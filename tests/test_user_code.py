@@ -73,6 +73,17 @@ class TestThreads:
         assert found is not None
         assert found._state.db == "primary"
 
+    def test_a_request_sees_what_its_pool_thread_wrote(
+        self, paused: PgCluster, client: Client
+    ) -> None:
+        """In a view: the thread's write is read back, and is in the client's token."""
+        response = client.post("/threaded/articles/", {"title": uuid4().hex})
+        assert response.status_code == 200
+        assert response.json()["db"] == "primary"
+        pk = response.json()["id"]
+        again = client.get(f"/articles/{pk}/")
+        assert (again.status_code, again.json()["db"]) == (200, "primary")
+
     def test_scoped_passes_arguments_and_runs_concurrently(self, paused: PgCluster) -> None:
         """One wrapped callable may run on several threads at once, with its arguments."""
         with consistency_scope():

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from django.contrib.admin.models import ADDITION, LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.urls import path
 
+import routerkit
 from routerkit import use_primary
 from tests.billing.models import Invoice
 from tests.testapp.models import Article
@@ -28,6 +30,17 @@ def create_then_read(request: HttpRequest) -> JsonResponse:
 def create_invoice(request: HttpRequest) -> JsonResponse:
     invoice = Invoice.objects.create(number=request.POST["number"])
     return JsonResponse({"id": invoice.pk, "db": invoice._state.db}, status=201)
+
+
+def create_on_a_thread(request: HttpRequest) -> JsonResponse:
+    """Write on a pool thread (wrapped in scoped()), then read it back here."""
+
+    def create() -> int:
+        return int(Article.objects.create(title=request.POST["title"]).pk)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pk = pool.submit(routerkit.scoped(create)).result()
+    return _describe(Article.objects.filter(pk=pk).first())
 
 
 def read(request: HttpRequest, pk: int) -> JsonResponse:
@@ -89,6 +102,7 @@ urlpatterns = [
     path("articles/", create_then_read),
     path("articles/<int:pk>/", read),
     path("invoices/", create_invoice),
+    path("threaded/articles/", create_on_a_thread),
     path("stream/", create_then_stream),
     path("stream/articles/<int:pk>/", read_while_streaming),
     path("primary/articles/<int:pk>/", read_on_primary),
