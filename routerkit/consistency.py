@@ -144,11 +144,15 @@ def start(scope: Scope, tokens: Tokens, config: Config, outer: Scope | None = No
     if not config.clusters:
         return
     if config.sticky.mode != "off":
-        scope.received = decode(tokens.written, config) if tokens.written else {}
-        scope.received_seen = decode(tokens.seen, config) if tokens.seen else {}
+        # Merged into what the scope inherited: a block nested in a request or
+        # task (restore_token() in a view) keeps its parent's requirements.
+        written = decode(tokens.written, config) if tokens.written else {}
+        seen = decode(tokens.seen, config) if tokens.seen else {}
+        scope.received = _merged(scope.received, written)
+        scope.received_seen = _merged(scope.received_seen, seen)
         if outer is not None and outer.written:
             _adopt(scope, outer, config)
-        scope.requirements = _merged(scope.received, scope.received_seen)
+        scope.requirements = _merged(scope.requirements, scope.received, scope.received_seen)
     monitor = get_monitor(config)
     snapshot = monitor.current()
     # Look again soon only if no usable replica can serve the client yet.

@@ -6,6 +6,7 @@ Tests that need PostgreSQL fail (never skip) when it cannot start.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,18 @@ def healthy_snapshot(config: Config) -> Snapshot:
         },
         primary_lsn={},
         usable={primary: cluster.replicas for primary, cluster in config.clusters.items()},
+    )
+
+
+def positioned_snapshot(config: Config, positions: dict[str, int]) -> Snapshot:
+    """A snapshot in which every replica is healthy, at the given replay positions."""
+    snapshot = healthy_snapshot(config)
+    return replace(
+        snapshot,
+        replicas={
+            alias: replace(health, replay_lsn=positions.get(alias))
+            for alias, health in snapshot.replicas.items()
+        },
     )
 
 

@@ -29,11 +29,12 @@ from routerkit.routers import AppRouter, ContribRouter, PrimaryReplicaRouter
 from routerkit.state import current_scope
 from routerkit.values import Requirement, Snapshot
 from tests.billing.models import Invoice
-from tests.conftest import healthy_snapshot
+from tests.conftest import positioned_snapshot
 from tests.testapp.models import Article, Comment
 
 pytestmark = pytest.mark.usefixtures("all_replicas_healthy")
 
+REPLICAS = ("replica1", "replica2")
 ALL_ROUTERS = [
     "routerkit.routers.ContribRouter",
     "routerkit.routers.AppRouter",
@@ -348,14 +349,7 @@ class TestForcedAndWritten:
 
 def positioned(replay_lsn: int) -> Snapshot:
     """A fresh snapshot in which both replicas of `primary` are healthy at `replay_lsn`."""
-    config = get_config()
-    base = healthy_snapshot(config)
-    return replace(
-        base,
-        replicas={
-            alias: replace(health, replay_lsn=replay_lsn) for alias, health in base.replicas.items()
-        },
-    )
+    return positioned_snapshot(get_config(), dict.fromkeys(REPLICAS, replay_lsn))
 
 
 def first_reads(count: int, snapshot: Callable[[], Snapshot], **requirement: Any) -> Counter[str]:

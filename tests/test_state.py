@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 from django.db import router
 
 from routerkit import consistency_scope, use_primary
+from routerkit.conf import get_config
 from routerkit.state import current_scope
+from tests.conftest import positioned_snapshot
 from tests.testapp.models import Article
 
 pytestmark = pytest.mark.usefixtures("all_replicas_healthy")
@@ -289,24 +292,41 @@ def test_restore_token_decorates_sync_and_async_functions() -> None:
 
 def test_a_pinned_replica_below_the_requirement_is_left() -> None:
     """The requirement is checked before the pinned replica (nesting never weakens it)."""
-    from dataclasses import replace
-
-    from routerkit.conf import get_config
     from routerkit.values import Requirement
-    from tests.conftest import healthy_snapshot
 
-    snapshot = healthy_snapshot(get_config())
-    positions = {"replica1": 100, "replica2": 300}
-    snapshot = replace(
-        snapshot,
-        replicas={
-            alias: replace(health, replay_lsn=positions.get(alias))
-            for alias, health in snapshot.replicas.items()
-        },
-    )
+    snapshot = positioned_snapshot(get_config(), {"replica1": 100, "replica2": 300})
     with consistency_scope(isolated=True) as scope:
         scope.snapshot = snapshot
         scope.pinned["primary"] = "replica1"  # as after an earlier read of this request
         assert router.db_for_read(Article) == "replica1"
         scope.requirements["primary"] = Requirement(lsn=200)  # raised by a nested block
         assert router.db_for_read(Article) == "replica2"
+
+
+@pytest.mark.parametrize("nested", ["consistency_scope", "restore_token"])
+def test_a_nested_block_keeps_its_parents_requirements(nested: str) -> None:
+    """Inside and after a nested block, no read goes below the parent's requirement.
+
+    The nested restore_token() carries a lower requirement of its own: it is
+    added to the parent's, never put in its place.
+    """
+    from routerkit import restore_token
+    from routerkit.consistency import encode
+    from routerkit.values import Requirement
+
+    snapshot = positioned_snapshot(get_config(), {"replica1": 100, "replica2": 300})
+    block: Any = (
+        consistency_scope()
+        if nested == "consistency_scope"
+        else restore_token(encode({"primary": Requirement(lsn=50)}))
+    )
+    with consistency_scope(isolated=True) as parent:
+        parent.snapshot = snapshot
+        parent.requirements["primary"] = Requirement(lsn=200)  # from the client's token
+        with block as scope:
+            scope.snapshot = snapshot
+            assert {router.db_for_read(Article) for _ in range(20)} == {"replica2"}
+            scope.pinned.clear()
+            assert {router.db_for_read(Article) for _ in range(20)} == {"replica2"}
+        parent.pinned.clear()
+        assert {router.db_for_read(Article) for _ in range(20)} == {"replica2"}
