@@ -153,6 +153,26 @@ class TestChecks:
         """CONTRIB and APPS without ContribRouter and AppRouter are flagged."""
         assert check_ids() == ["routerkit.W005", "routerkit.W005"]
 
+    @pytest.mark.parametrize(
+        ("lag", "expected"),
+        [
+            ({"MAX_SECONDS": 0.4, "TIMEOUT": 0.2}, ["routerkit.W010"]),
+            ({"MAX_SECONDS": 1.0, "TIMEOUT": 0.5}, ["routerkit.W010"]),
+            ({"MAX_SECONDS": 1.0, "TIMEOUT": 0.49}, []),
+            ({"MAX_SECONDS": 0.05, "INTERVAL": 10}, ["routerkit.W010"]),
+            ({"MAX_SECONDS": 5, "INTERVAL": 60}, []),  # INTERVAL no longer matters
+        ],
+    )
+    def test_a_lag_limit_no_replica_could_come_back_under_warns(
+        self, lag: dict[str, float], expected: list[str]
+    ) -> None:
+        with override_settings(ROUTERKIT={**ROUTERKIT, "LAG": lag}):
+            assert check_ids() == expected
+            if expected:
+                (warning,) = check_settings()
+                assert warning.level == checks.WARNING
+                assert "MAX_SECONDS" in (warning.hint or "")
+
     @override_settings(MIDDLEWARE=[])
     def test_missing_middleware_warns(self) -> None:
         """Replicas configured without ConsistencyMiddleware are flagged."""

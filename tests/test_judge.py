@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import pytest
@@ -191,7 +192,7 @@ class FakeClock:
 
 def test_positions_keep_the_newest_however_late_it_arrives() -> None:
     clock = FakeClock()
-    positions = Positions(clock)
+    positions = Positions(clock=clock)
     positions.add("primary", 100)
     clock.now = 1.0
     positions.add("primary", 300)  # a request read the position after its write
@@ -212,3 +213,19 @@ def test_a_replica_that_stops_answering_keeps_its_last_position(outcome: object)
     """What a client read from it before is at most that far: floors stay known."""
     seen = run(WAS_HEALTHY, status(10))
     assert run(seen, outcome).replay_lsn == PRIMARY_LSN - 10
+
+
+def test_busy_traffic_does_not_shrink_the_history() -> None:
+    """A hundred positions a second from requests: samples stay a quarter second apart."""
+    clock = FakeClock()
+    positions = Positions(spacing=0.25, clock=clock)
+    for step in range(1_000):  # ten seconds
+        clock.now = step / 100
+        positions.add("primary", 1_000 + step)
+    history = positions.history("primary")
+    times = [when for when, _ in history]
+    assert positions.newest("primary", since=9.99) == 1_999
+    assert history[-1] == (9.99, 1_999)
+    assert times[0] == 0.0
+    assert all(later - earlier >= 0.2 for earlier, later in itertools.pairwise(times[:-1]))
+    assert 38 <= len(history) <= 44  # ten seconds at about a quarter second

@@ -38,8 +38,10 @@ from routerkit.values import (
 
 # Past this many intervals without a refresh, a snapshot says nothing any more.
 STALE_INTERVALS = 5
-# Samples of the primary's position kept for time lag (one per refresh).
-HISTORY = 64
+# Samples of the primary's position kept for time lag, at least this share of
+# INTERVAL apart: they cover 64 intervals or more.
+HISTORY = 256
+HISTORY_SPACING = 0.25
 # A probe still running after this many timeouts is given up: the next refresh
 # probes on a new connection (the stuck thread ends when its socket does).
 ABANDON_TIMEOUTS = 10
@@ -65,10 +67,13 @@ class Positions:
     Positions arrive from the monitor's probes, including those that answer
     after LAG.TIMEOUT, and from requests that read the primary's position
     after a write: replicas are judged against the newest, however it
-    arrived. Samples rise in both time and position.
+    arrived. Samples rise in both time and position, and are kept at least
+    `spacing` apart (the newest one moves forward until then), so that busy
+    request traffic does not shrink the time the history covers.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, spacing: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._spacing = spacing
         self._clock = clock
         self._lock = threading.Lock()
         self._newest: dict[str, tuple[int, float]] = {}  # primary -> (lsn, confirmed at)
@@ -86,6 +91,8 @@ class Positions:
                 # Still there (idle): the primary passed this position after
                 # the latest time it was seen at it, which is what dates the
                 # data a replica lacks. An idle primary fills no history.
+                history[-1] = (now, lsn)
+            elif len(history) >= 2 and now - history[-2][0] < self._spacing:
                 history[-1] = (now, lsn)
             else:
                 history.append((now, lsn))
@@ -113,7 +120,7 @@ class Monitor:
     def __init__(self, config: Config, probe_factory: ProbeFactory = probe_for) -> None:
         self.config = config
         self.snapshot = unknown_snapshot(config)
-        self.positions = Positions()
+        self.positions = Positions(spacing=config.lag.interval * HISTORY_SPACING)
         self._probe_factory = probe_factory
         self._probes: dict[str, Probe] = {}
         self._lock = threading.Lock()

@@ -9,7 +9,8 @@ from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
-from routerkit.conf import get_config
+from routerkit.conf import Config, get_config
+from routerkit.health.judge import HYSTERESIS
 
 _ROUTERS = "routerkit.routers."
 _MIDDLEWARE = "routerkit.middleware.ConsistencyMiddleware"
@@ -17,6 +18,7 @@ _MIDDLEWARE = "routerkit.middleware.ConsistencyMiddleware"
 W005 = "routerkit.W005"
 W006 = "routerkit.W006"
 W007 = "routerkit.W007"
+W010 = "routerkit.W010"
 _SESSIONS = "django.contrib.sessions.middleware.SessionMiddleware"
 
 
@@ -39,7 +41,31 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
                 id="routerkit.E106",
             )
         )
+    errors.extend(_unreachable_limits(config))
     return errors
+
+
+def _unreachable_limits(config: Config) -> list[CheckMessage]:
+    """Warn when a replica out for lag could never come back (W010).
+
+    It returns under HYSTERESIS of MAX_SECONDS, and its lag as measured
+    includes the time its probe took, up to TIMEOUT: with the first not above
+    the second, a replica of a primary that keeps writing never qualifies.
+    """
+    lag = config.lag
+    back_under = lag.max_seconds * HYSTERESIS
+    if not config.replica_of or back_under > lag.timeout:
+        return []
+    return [
+        Warning(
+            f"A replica out for lag comes back under {back_under:g} s of lag "
+            f"(half of MAX_SECONDS), but a probe may take up to TIMEOUT ({lag.timeout:g} s), "
+            "which counts as lag: while the primary writes, it may never come back.",
+            hint=f"Raise MAX_SECONDS above {2 * lag.timeout:g} (twice TIMEOUT), or lower TIMEOUT.",
+            obj="ROUTERKIT['LAG']",
+            id=W010,
+        )
+    ]
 
 
 def _model_exists(label: str) -> bool:
