@@ -14,15 +14,12 @@ flush is what writes the shared files, so every worker's decisions are seen.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from routerkit import stats, values
-
-if TYPE_CHECKING:
-    from routerkit.health import Snapshot
-    from routerkit.state import Scope
+from routerkit.values import ReplicaHealth
 
 # Why a decision went where it did (see routerkit.values).
 PRIMARY = values.PRIMARY
@@ -94,18 +91,18 @@ class Metrics:
             registry=registry,
         )
 
-    def flush(self, scope: Scope) -> None:
-        """Move a scope's decision counts into the decisions counter."""
-        reads, writes = scope.take_counts()
+    def record(self, reads: Mapping[str, Mapping[str, int]], writes: Mapping[str, int]) -> None:
+        """Add decision counts: reads by reason and database, writes by database."""
         for reason, by_database in reads.items():
             for database, number in by_database.items():
                 self.decisions.labels("read", database, reason).inc(number)
         for database, number in writes.items():
             self.decisions.labels("write", database, PRIMARY).inc(number)
 
-    def observe(self, snapshot: Snapshot) -> None:
-        """Record a health snapshot: lag, health and probe times of every replica."""
-        for alias, health in snapshot.replicas.items():
+    def observe(self, replicas: Iterable[ReplicaHealth]) -> None:
+        """Record replica health: lag, rotation and probe time of each."""
+        for health in replicas:
+            alias = health.alias
             self.healthy.labels(alias).set(1 if health.healthy else 0)
             if health.lag_seconds is not None:
                 self.lag_seconds.labels(alias).set(health.lag_seconds)

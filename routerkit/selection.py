@@ -99,7 +99,7 @@ def _flush_unscoped(scope: Scope) -> None:
     now = time.monotonic()
     if now - scope.flushed_at >= UNSCOPED_FLUSH_SECONDS:
         scope.flushed_at = now
-        metrics.get_metrics().flush(scope)
+        metrics.get_metrics().record(*scope.take_counts())
 
 
 def _unlisted(scope: Scope, replica: str) -> bool:

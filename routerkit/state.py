@@ -210,7 +210,7 @@ def entered(scope: Scope) -> Iterator[Scope]:
         if scope.counted:
             from routerkit.metrics import get_metrics
 
-            get_metrics().flush(scope)
+            get_metrics().record(*scope.take_counts())
 
 
 class _Block:
@@ -328,7 +328,7 @@ class consistency_scope(_Block):  # noqa: N801 - used like contextlib's lower-ca
         if scope.counted:
             from routerkit.metrics import get_metrics
 
-            get_metrics().flush(scope)
+            get_metrics().record(*scope.take_counts())
 
 
 class use_primary(_Block):  # noqa: N801 - used like contextlib's lower-case helpers

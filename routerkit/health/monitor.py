@@ -286,7 +286,7 @@ class Monitor:
         if config.metrics:
             from routerkit.metrics import get_metrics
 
-            get_metrics().observe(self.snapshot)
+            get_metrics().observe(self.snapshot.replicas.values())
 
 
 def _timed(call: Callable[[], object]) -> tuple[object, float]:

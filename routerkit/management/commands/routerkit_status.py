@@ -9,32 +9,16 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from http.client import HTTPException
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from prometheus_client import CollectorRegistry, Metric
-from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.parser import text_string_to_metric_families
 
-from routerkit.conf import Config, get_config
-from routerkit.health import (
-    COMMAND_TIMEOUT,
-    UNKNOWN,
-    ReplicaHealth,
-    Snapshot,
-    command_monitor,
-)
-from routerkit.metrics import get_metrics
-from routerkit.values import format_lsn
+from routerkit.conf import get_config
+from routerkit.health import command_monitor
+from routerkit.status import build_report, now, read_decisions
 
 # Cursor home, then erase the screen: each --watch frame replaces the last.
 CLEAR = "\x1b[H\x1b[2J"
-DECISIONS_SAMPLE = "routerkit_route_decisions_total"
-THIS_PROCESS = "(this process only)"
 NO_REPLICAS = "No cluster has replicas: list them in ROUTERKIT['REPLICAS'] to see their status."
 # Column title, and whether its cells are right-aligned (numbers).
 _COLUMNS = [
@@ -48,27 +32,6 @@ _COLUMNS = [
     ("DECISIONS", True),
 ]
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-
-
-@dataclass(frozen=True)
-class Decisions:
-    """Routing decisions counted so far, and where they were read."""
-
-    # How the header names the source; never carries credentials.
-    source: str
-    # (operation, database, reason) -> decisions
-    counts: Mapping[tuple[str, str, str], int]
-    error: str | None = None
-
-    def of(self, alias: str, operation: str) -> dict[str, int] | None:
-        """Return the decisions of one operation that went to `alias`, by reason."""
-        if self.error is not None:
-            return None
-        found: dict[str, int] = {}
-        for (op, database, reason), number in sorted(self.counts.items()):
-            if op == operation and database == alias:
-                found[reason] = found.get(reason, 0) + number
-        return found
 
 
 class Command(BaseCommand):
@@ -128,7 +91,7 @@ class Command(BaseCommand):
         config = get_config()
         if not any(cluster.replicas for cluster in config.clusters.values()):
             if as_json:
-                self.stdout.write(json.dumps({"time": _now(time.time()), "clusters": []}))
+                self.stdout.write(json.dumps({"time": now(time.time()), "clusters": []}))
             else:
                 self.stdout.write(NO_REPLICAS)
             return
@@ -141,7 +104,7 @@ class Command(BaseCommand):
         try:
             while True:
                 started = time.monotonic()
-                report = _report(config, monitor.refresh(), _read_decisions(url, token))
+                report = build_report(config, monitor.refresh(), read_decisions(url, token))
                 if as_json:
                     # One object per line when watching, for tools that read a stream.
                     self.stdout.write(json.dumps(report, indent=None if watch else 2))
@@ -160,39 +123,7 @@ class Command(BaseCommand):
             monitor.close()
 
 
-# -- decisions ----------------------------------------------------------------------------
-
-
-def _read_decisions(url: str | None, token: str | None) -> Decisions:
-    if url is not None:
-        return _from_url(url, token)
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        # As the /metrics view does: every worker writes its own files, and a
-        # registry built per read sums them.
-        source = "from PROMETHEUS_MULTIPROC_DIR"
-        registry = CollectorRegistry()
-        try:
-            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            return Decisions(source, _count(registry.collect()))
-        except (OSError, ValueError) as error:
-            return Decisions(source, {}, f"cannot read PROMETHEUS_MULTIPROC_DIR: {_reason(error)}")
-    return Decisions(THIS_PROCESS, _count(get_metrics().registry.collect()))
-
-
-def _count(families: Iterable[Metric]) -> dict[tuple[str, str, str], int]:
-    counts: dict[tuple[str, str, str], int] = {}
-    for family in families:
-        for sample in family.samples:
-            if sample.name != DECISIONS_SAMPLE:
-                continue
-            labels = sample.labels
-            key = (
-                labels.get("operation", ""),
-                labels.get("database", ""),
-                labels.get("reason", ""),
-            )
-            counts[key] = counts.get(key, 0) + int(sample.value)
-    return counts
+# -- options ------------------------------------------------------------------------------
 
 
 def _check_url(url: str) -> None:
@@ -207,87 +138,7 @@ def _check_url(url: str) -> None:
         )
 
 
-def _from_url(url: str, token: str | None) -> Decisions:
-    parts = urllib.parse.urlsplit(url)
-    # Shown in the header and in errors: without the query, which may hold a key.
-    shown = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-    source = f"from {shown}"
-    request = urllib.request.Request(url, headers={"Accept": "text/plain; version=0.0.4"})
-    if token:
-        # Unredirected: a redirect to another host must not carry the token there.
-        request.add_unredirected_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=COMMAND_TIMEOUT) as response:
-            text = response.read().decode("utf-8")
-        return Decisions(source, _count(text_string_to_metric_families(text)))
-    except (OSError, HTTPException, ValueError) as error:
-        reason = _reason(error)
-        if token:
-            reason = reason.replace(token, "***")
-        return Decisions(source, {}, f"cannot read decisions from {shown}: {reason}")
-
-
-def _reason(error: Exception) -> str:
-    if isinstance(error, urllib.error.HTTPError):
-        reason = f"HTTP {error.code} {error.reason}"
-    elif isinstance(error, urllib.error.URLError):
-        reason = str(error.reason)
-    else:
-        reason = str(error) or type(error).__name__
-    return " ".join(reason.split())[:200]
-
-
-# -- the report ---------------------------------------------------------------------------
-
-
-def _now(wall: float) -> str:
-    return datetime.fromtimestamp(wall, timezone.utc).isoformat(timespec="seconds")
-
-
-def _report(config: Config, snapshot: Snapshot, decisions: Decisions) -> dict[str, Any]:
-    clusters = []
-    for primary, cluster in config.clusters.items():
-        if not cluster.replicas:
-            continue
-        lsn = snapshot.primary_lsn.get(primary)
-        reads, writes = decisions.of(primary, "read"), decisions.of(primary, "write")
-        clusters.append(
-            {
-                "primary": primary,
-                "primary_lsn": format_lsn(lsn) if lsn is not None else None,
-                "decisions": None
-                if reads is None or writes is None
-                else {"read": reads, "write": writes},
-                "replicas": [
-                    _replica(
-                        snapshot.replicas.get(r, ReplicaHealth(r, primary, UNKNOWN)),
-                        decisions.of(r, "read"),
-                    )
-                    for r in cluster.replicas
-                ],
-            }
-        )
-    return {
-        "time": _now(snapshot.taken_at or time.time()),
-        "decisions_from": decisions.source,
-        "error": decisions.error,
-        "clusters": clusters,
-    }
-
-
-def _replica(health: ReplicaHealth, reads: dict[str, int] | None) -> dict[str, Any]:
-    return {
-        "alias": health.alias,
-        "state": health.state,
-        "healthy": health.healthy,
-        "lag_seconds": health.lag_seconds,
-        "lag_bytes": health.lag_bytes,
-        "replay_lsn": format_lsn(health.replay_lsn) if health.replay_lsn is not None else None,
-        "probe_ms": round(health.probe_seconds * 1000, 3)
-        if health.probe_seconds is not None
-        else None,
-        "decisions": reads,
-    }
+# -- rendering ----------------------------------------------------------------------------
 
 
 def _text(report: dict[str, Any]) -> str:

@@ -87,7 +87,7 @@ def read_decisions() -> dict[str, float]:
     # never ends on its own: count its decisions too.
     scope = implicit_scope()
     if scope is not None and scope.counted:
-        get_metrics().flush(scope)
+        get_metrics().record(*scope.take_counts())
     reads: dict[str, float] = {}
     for metric in REGISTRY.collect():
         for sample in metric.samples:
