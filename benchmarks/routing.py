@@ -89,10 +89,8 @@ def _idle() -> None:
     pass
 
 
-def measure(
-    name: str, routers: list[Any], setup: Callable[[], Any], number: int, repeat: int
-) -> float:
-    """Median nanoseconds per read decision over `repeat` runs."""
+def measure_once(name: str, routers: list[Any], setup: Callable[[], Any], number: int) -> float:
+    """Nanoseconds per read decision over one run of `number` calls."""
     from django.contrib.auth.models import User
     from django.db.utils import ConnectionRouter
     from django.test import override_settings
@@ -102,7 +100,6 @@ def measure(
 
     router = ConnectionRouter(routers)
     decide = router.db_for_read
-    runs = []
     metrics_on = not name.endswith(METRICS_OFF)
     overridden = override_settings(
         ROUTERKIT={"REPLICAS": {"default": REPLICAS}, "METRICS": metrics_on}
@@ -115,12 +112,24 @@ def measure(
             setup()
             assert decide(User) in [*REPLICAS, "default"]
             decide(User)  # warm caches (placement, connection wrapper)
-            for _ in range(repeat):
-                seconds = timeit.timeit(lambda: decide(User), number=number)
-                runs.append(seconds / number * 1e9)
+            seconds = timeit.timeit(lambda: decide(User), number=number)
     finally:
         overridden.disable()
-    return statistics.median(runs)
+    return seconds / number * 1e9
+
+
+def measure(number: int, repeat: int) -> dict[str, float]:
+    """Median nanoseconds per read decision of every case.
+
+    The cases take turns, one run each per round: on a machine whose speed
+    drifts (a shared VM), every case sees the same slow and fast moments.
+    """
+    found = cases()
+    runs: dict[str, list[float]] = {name: [] for name in found}
+    for _ in range(repeat):
+        for name, (routers, setup) in found.items():
+            runs[name].append(measure_once(name, routers, setup, number))
+    return {name: statistics.median(values) for name, values in runs.items()}
 
 
 def table(results: dict[str, float]) -> str:
@@ -142,10 +151,7 @@ def main() -> None:
     args = parser.parse_args()
 
     configure()
-    results = {
-        name: measure(name, routers, setup, args.number, args.repeat)
-        for name, (routers, setup) in cases().items()
-    }
+    results = measure(args.number, args.repeat)
     body = table(results)
     on = results["routerkit PrimaryReplicaRouter"]
     off = results[f"routerkit PrimaryReplicaRouter{METRICS_OFF}"]
@@ -154,7 +160,8 @@ def main() -> None:
         "to a read decision (target: at most 15%)."
     )
     note = (
-        f"Median of {args.repeat} runs of {args.number:,} calls, one process, "
+        f"Median of {args.repeat} rounds of {args.number:,} calls per case, the cases "
+        "taking turns, one process, "
         f"Python {platform.python_version()}, Django {django.get_version()}, "
         f"{platform.machine()}."
     )
