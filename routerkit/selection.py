@@ -111,7 +111,7 @@ def _unlisted(scope: Scope, replica: str) -> bool:
     as it would without replicas: reads stay there. Outside tests the
     connection has no instance attribute `connect`: one dict lookup.
     """
-    cached = scope._connections.get(replica)
+    cached = scope.wrappers.get(replica)
     if cached is not None and cached[0] is _current_thread():
         wrapper = cached[1]
     else:
@@ -121,7 +121,7 @@ def _unlisted(scope: Scope, replica: str) -> bool:
 
 
 def _in_transaction(scope: Scope, primary: str) -> bool:
-    cached = scope._connections.get(primary)
+    cached = scope.wrappers.get(primary)
     if cached is not None and cached[0] is _current_thread():
         return cached[1].in_atomic_block
     return scope.connection(primary).in_atomic_block

@@ -37,7 +37,6 @@ class Scope:
     """Routing state of one request or task."""
 
     __slots__ = (
-        "_connections",
         "flushed_at",
         "implicit",
         "issued",
@@ -48,6 +47,7 @@ class Scope:
         "received_seen",
         "requirements",
         "snapshot",
+        "wrappers",
         "writes",
         "written",
     )
@@ -78,12 +78,12 @@ class Scope:
         self.writes: defaultdict[str, int] = defaultdict(int)
         # When an implicit scope, which never ends, last flushed its counts.
         self.flushed_at = 0.0
-        # alias -> (thread, connection wrapper). Looking a wrapper up through
-        # django.db.connections costs more than the rest of a routing decision
-        # (asgiref's Local takes a lock), so it is done once per scope and
-        # thread. Django keeps one wrapper per alias and thread; the thread
+        # alias -> (thread, connection wrapper); the routing decision reads it
+        # inline. Looking a wrapper up through django.db.connections costs
+        # more than the rest of a routing decision (asgiref's Local takes a
+        # lock), so it is done once per scope and thread. Django keeps one wrapper per alias and thread; the thread
         # object (not its id, which a new thread may reuse) is what we check.
-        self._connections: dict[str, tuple[threading.Thread, BaseDatabaseWrapper]] = {}
+        self.wrappers: dict[str, tuple[threading.Thread, BaseDatabaseWrapper]] = {}
 
     @property
     def counted(self) -> bool:
@@ -99,11 +99,11 @@ class Scope:
     def connection(self, alias: str) -> BaseDatabaseWrapper:
         """Return this thread's connection wrapper for `alias` (it may be unconnected)."""
         thread = threading.current_thread()
-        cached = self._connections.get(alias)
+        cached = self.wrappers.get(alias)
         if cached is not None and cached[0] is thread:
             return cached[1]
         wrapper = connections[alias]
-        self._connections[alias] = (thread, wrapper)
+        self.wrappers[alias] = (thread, wrapper)
         return wrapper
 
 
