@@ -81,8 +81,9 @@ class Scope:
         # alias -> (thread, connection wrapper); the routing decision reads it
         # inline. Looking a wrapper up through django.db.connections costs
         # more than the rest of a routing decision (asgiref's Local takes a
-        # lock), so it is done once per scope and thread. Django keeps one wrapper per alias and thread; the thread
-        # object (not its id, which a new thread may reuse) is what we check.
+        # lock), so it is done once per scope and thread. Django keeps one
+        # wrapper per alias and thread; the thread object (not its id, which a
+        # new thread may reuse) is what we check.
         self.wrappers: dict[str, tuple[threading.Thread, BaseDatabaseWrapper]] = {}
 
     @property

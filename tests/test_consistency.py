@@ -231,7 +231,7 @@ class TestHealth:
         assert {served(Client(), pk)[1] for _ in range(20)} == {"replica2"}
         cluster.start_node("replica1")
         deadline = time.monotonic() + 15
-        while refresh().usable["primary"] != REPLICAS:  # after its backoff
+        while refresh().usable["primary"] != REPLICAS:  # at its next probe
             assert time.monotonic() < deadline, "replica1 did not rejoin"
             time.sleep(0.05)
         assert {served(Client(), pk)[1] for _ in range(30)} == set(REPLICAS)

@@ -265,3 +265,22 @@ class TestLongUnitsOfWork:
             outlive_the_snapshot()
             # The other replica is up but has not replayed `newer`.
             assert read_db(newer) == "primary"
+
+
+def test_a_replica_down_for_long_rejoins_at_its_next_probe(fast: PgCluster) -> None:
+    """Forty failed probes in a row, then reachable: back within two intervals."""
+    monitor = Monitor(get_config())
+    try:
+        fast.stop_node("replica2")
+        failures = 0
+        while failures < 40:
+            health = monitor.refresh().replicas["replica2"]
+            assert health.state == "down"
+            failures = health.failures
+            time.sleep(0.05)
+        fast.start_node("replica2")
+        fast.wait_replayed("replica2")
+        time.sleep(0.05)  # one INTERVAL: its next probe is due
+        assert monitor.refresh().usable["primary"] == REPLICAS
+    finally:
+        monitor.close()

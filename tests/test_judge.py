@@ -1,4 +1,4 @@
-"""The health judge as a table: every state transition, hysteresis and backoff, on a fake clock."""
+"""The health judge as a table: every state transition, hysteresis and retry, on a fake clock."""
 
 from __future__ import annotations
 
@@ -137,27 +137,26 @@ def test_older_than_the_history_falls_back_to_the_replay_age() -> None:
     assert (unknown.state, unknown.lag_bytes, unknown.lag_seconds) == (UNKNOWN, 15_000, None)
 
 
-@pytest.mark.parametrize(
-    ("failures", "backoff"),
-    [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 16.0), (6, 30.0), (12, 30.0)],
-)
-def test_backoff_doubles_per_failure_up_to_a_cap(failures: int, backoff: float) -> None:
+@pytest.mark.parametrize("failures", [1, 2, 5, 30, 1_000])
+def test_a_down_replica_is_probed_again_one_interval_later(failures: int) -> None:
+    """However long the outage: it rejoins within two intervals of being reachable."""
     health = NEW
     for _ in range(failures):
         health = run(health, ProbeError("refused"))
     assert (health.state, health.failures) == (DOWN, failures)
-    assert health.retry_at == NOW + backoff
-    assert not due(health, NOW + backoff - 0.01)
-    assert due(health, NOW + backoff)
+    assert health.retry_at == NOW + LAG.interval
+    assert not due(health, NOW + LAG.interval - 0.01)  # not sooner, however often refreshed
+    assert due(health, NOW + LAG.interval)
+    assert run(health, status(0)).state == HEALTHY
 
 
-def test_an_answer_ends_the_backoff() -> None:
+def test_an_answer_ends_the_retry_wait() -> None:
     health = run(WAS_DOWN, status(0))
     assert (health.failures, health.retry_at) == (0, 0.0)
     assert due(health, NOW)
 
 
-def test_a_timeout_neither_counts_as_a_failure_nor_ends_the_backoff() -> None:
+def test_a_timeout_neither_counts_as_a_failure_nor_ends_the_retry_wait() -> None:
     health = run(WAS_DOWN, None)
     assert (health.state, health.failures, health.retry_at) == (UNKNOWN, 3, WAS_DOWN.retry_at)
 

@@ -256,7 +256,7 @@ class TestDjangoGuideTopology:
         article = committed_elsewhere()
         for replica in REPLICAS:
             replication.wait_replayed(replica)
-        # An earlier test may have stopped a replica: its probe backoff has to pass.
+        # An earlier test may have stopped a replica: its next probe has to come.
         wait_until_usable("primary", REPLICAS)
         served = {read_in_fresh_scope(article.pk)._state.db for _ in range(40)}  # type: ignore[union-attr]
         assert served == set(REPLICAS)

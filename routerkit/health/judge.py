@@ -1,4 +1,4 @@
-"""Judge one replica from one probe: its state, lag, hysteresis and backoff.
+"""Judge one replica from one probe: its state, lag, hysteresis and retry time.
 
 Pure: no I/O and no clock. The monitor passes the time in, so every state
 transition is a table test (tests/test_judge.py).
@@ -28,8 +28,12 @@ if TYPE_CHECKING:
 # A replica that left the rotation for lag comes back only under this share of
 # the limits, so that it does not flap around the threshold.
 HYSTERESIS = 0.5
-# Backoff for a replica that refused connections: INTERVAL doubled per failure, up to this many.
-MAX_BACKOFF_INTERVALS = 30
+# A replica that cannot be reached is probed again this many INTERVALs later,
+# never sooner (requests waiting on a position may refresh every 50 ms), and
+# never later: it rejoins within two intervals of being reachable, however
+# long it was down. A refused connection costs a millisecond; one that hangs
+# is bounded by the probe's timeouts and never piles up (see the monitor).
+RETRY_INTERVALS = 1.0
 
 # (monotonic time, the primary's position then), oldest first, positions rising.
 History = Sequence[tuple[float, int]]
@@ -81,8 +85,8 @@ def judge(
     )
     if isinstance(outcome, ProbeError):
         failures = previous.failures + 1
-        backoff = lag.interval * min(2 ** (failures - 1), MAX_BACKOFF_INTERVALS)
-        return replace(base, state=DOWN, failures=failures, retry_at=now + backoff)
+        retry_at = now + lag.interval * RETRY_INTERVALS
+        return replace(base, state=DOWN, failures=failures, retry_at=retry_at)
     if outcome is None:
         return base  # timed out: the probe goes on in the background; we do not know
     status = replace(base, replay_lsn=outcome.replay_lsn, failures=0, retry_at=0.0)
