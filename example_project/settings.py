@@ -22,7 +22,9 @@ BASE_DIR = Path(__file__).resolve().parent
 env = environ.Env()
 
 SECRET_KEY = env.str("SECRET_KEY", default="routerkit-example-not-for-production")
-DEBUG = env.bool("DEBUG", default=True)
+# Off unless asked for: Django's debug page shows settings and frame variables,
+# database passwords included.
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 
 _sqlite = Path(env.str("EXAMPLE_SQLITE_PATH", default=str(BASE_DIR / "db.sqlite3"))).resolve()

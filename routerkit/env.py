@@ -14,6 +14,7 @@ In settings.py::
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,22 +22,35 @@ from typing import Any
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+
 
 def redact(url: str) -> str:
-    """Return `url` with its password replaced by ``***``.
+    """Return `url` safe to show: anything that may be a password becomes ``***``.
 
-    Passwords may hold "/", "@", "?" or ":" unescaped, so this does not parse
-    the URL: everything up to the last "@" after the user name is masked.
+    Passwords may hold "/", "@", "?", ":" or "," unescaped, so this does not
+    parse the URL as a URL:
+
+    - up to the last "@" is the user and password: the user is kept;
+    - without an "@", a ":" before the first "/" may be ``user:password`` as
+      well as ``host:port``: that part is masked whole;
+    - a query string may carry ``password=``: masked;
+    - text without a ``scheme://`` (a piece of a password split at a comma)
+      is not shown at all.
     """
     scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    userinfo, at, host = rest.rpartition("@")
-    if not at:
-        return url
-    user, colon, _ = userinfo.partition(":")
-    masked = f"{user}:***@{host}" if colon else f"{user}@{host}"
-    return f"{scheme}{sep}{masked}"
+    if not sep or not _SCHEME.fullmatch(scheme):
+        return "***"
+    userinfo, at, rest = rest.rpartition("@")
+    head = ""
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        head = f"{user}:***@" if colon else f"{user}@"
+    rest, question, _ = rest.partition("?")
+    netloc, slash, path = rest.partition("/")
+    if not at and ":" in netloc:
+        netloc = "***"
+    return f"{scheme}://{head}{netloc}{slash}{path}{'?***' if question else ''}"
 
 
 def databases(
@@ -91,8 +105,14 @@ def replicas(databases: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]
 def parse_url(url: str, name: str) -> dict[str, Any]:
     """Parse one database URL; a bad one raises ImproperlyConfigured without its password."""
     scheme = url.partition("://")[0] if "://" in url else ""
+    if not _SCHEME.fullmatch(scheme):
+        url = ""  # see databases(): no frame keeps the password
+        raise ImproperlyConfigured(
+            f"{name} is not a database URL (scheme://...). A comma, '@' or '/' inside a "
+            "password must be percent-encoded (',' is %2C)."
+        )
     if scheme not in environ.Env.DB_SCHEMES:
-        url = redact(url)  # see databases(): no frame keeps the password
+        url = redact(url)
         raise ImproperlyConfigured(f"{name} has an unknown database scheme {scheme!r}: {url}")
     try:
         return dict(environ.Env.db_url_config(url))
@@ -100,7 +120,10 @@ def parse_url(url: str, name: str) -> dict[str, Any]:
         # The parser's message may quote parts of the password: not shown, and
         # the original exception is dropped so no traceback prints it.
         url = redact(url)
-        raise ImproperlyConfigured(f"{name} is not a valid database URL: {url}") from None
+        raise ImproperlyConfigured(
+            f"{name} is not a valid database URL: {url} (a comma, '@' or '/' inside a "
+            "password must be percent-encoded)"
+        ) from None
 
 
 def read_only(settings_dict: Mapping[str, Any]) -> dict[str, Any]:

@@ -114,3 +114,48 @@ def test_an_explicit_env_object_is_used(environ_vars: pytest.MonkeyPatch) -> Non
     environ_vars.setenv("DATABASE_URL", "postgres://u@h/d")
     databases = routerkit_env.databases(env=environ.Env())
     assert databases["default"]["ENGINE"] == "django.db.backends.postgresql"
+
+
+@pytest.mark.parametrize(
+    ("urls", "shown"),
+    [
+        # No "@": "app:SECRET" could be host:port or user:password.
+        ("postgres://app:SECRET/db", "postgres://***/db"),
+        # A comma inside a password splits the list: neither piece is shown.
+        ("postgres://app:SEC,RET@db/app", "postgres://***"),
+        ("postgres://ok:pw@db/app,SECRET@db/app", "is not a database URL"),
+        # A password in the query string.
+        ("postgres://db:notaport/app?password=SECRET", "postgres://***/app?***"),
+        ("postgres://app:SE%2FCRET@db:notaport/app", "postgres://app:***@db:notaport/app"),
+        ("postgres://app:SECRET@[::1:notaport/app", "postgres://app:***@[::1:notaport/app"),
+        ("bogus://app:SECRET/db", "bogus://***/db"),
+    ],
+)
+def test_no_url_shape_shows_the_password(
+    environ_vars: pytest.MonkeyPatch, urls: str, shown: str
+) -> None:
+    environ_vars.setenv("DATABASE_URL", "sqlite:////tmp/ok.sqlite3")
+    environ_vars.setenv("DATABASE_REPLICA_URLS", urls)
+    with pytest.raises(ImproperlyConfigured) as raised:
+        routerkit_env.databases()
+    message = str(raised.value)
+    assert "SECRET" not in message
+    assert "CRET" not in message
+    assert "SEC" not in message
+    assert shown in message
+    assert raised.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("postgres://app:pw@db:5432/app", "postgres://app:***@db:5432/app"),
+        ("postgres://app@db/app", "postgres://app@db/app"),
+        ("postgres://db:5432/app", "postgres://***/app"),
+        ("postgres://db/app?sslmode=require", "postgres://db/app?***"),
+        ("pw-piece@db/app", "***"),
+        ("", "***"),
+    ],
+)
+def test_redact(url: str, redacted: str) -> None:
+    assert routerkit_env.redact(url) == redacted
