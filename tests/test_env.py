@@ -55,6 +55,17 @@ def test_missing_primary_url_is_a_clear_error(environ_vars: pytest.MonkeyPatch) 
         routerkit_env.databases()
 
 
+def replica_urls_error(
+    environ_vars: pytest.MonkeyPatch, urls: str
+) -> pytest.ExceptionInfo[ImproperlyConfigured]:
+    """Return the error DATABASE_REPLICA_URLS=`urls` raises (with a valid primary)."""
+    environ_vars.setenv("DATABASE_URL", "sqlite:////tmp/ok.sqlite3")
+    environ_vars.setenv("DATABASE_REPLICA_URLS", urls)
+    with pytest.raises(ImproperlyConfigured) as raised:
+        routerkit_env.databases()
+    return raised
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -69,10 +80,7 @@ def test_missing_primary_url_is_a_clear_error(environ_vars: pytest.MonkeyPatch) 
 )
 def test_bad_urls_never_show_the_password(environ_vars: pytest.MonkeyPatch, url: str) -> None:
     """The error names the variable and the URL, with the password masked."""
-    environ_vars.setenv("DATABASE_URL", "sqlite:////tmp/ok.sqlite3")
-    environ_vars.setenv("DATABASE_REPLICA_URLS", url)
-    with pytest.raises(ImproperlyConfigured) as raised:
-        routerkit_env.databases()
+    raised = replica_urls_error(environ_vars, url)
     message = str(raised.value)
     assert "ter2" not in message
     assert "admin:***@" in message
@@ -134,10 +142,7 @@ def test_an_explicit_env_object_is_used(environ_vars: pytest.MonkeyPatch) -> Non
 def test_no_url_shape_shows_the_password(
     environ_vars: pytest.MonkeyPatch, urls: str, shown: str
 ) -> None:
-    environ_vars.setenv("DATABASE_URL", "sqlite:////tmp/ok.sqlite3")
-    environ_vars.setenv("DATABASE_REPLICA_URLS", urls)
-    with pytest.raises(ImproperlyConfigured) as raised:
-        routerkit_env.databases()
+    raised = replica_urls_error(environ_vars, urls)
     message = str(raised.value)
     assert "SECRET" not in message
     assert "CRET" not in message
