@@ -22,6 +22,20 @@ from typing import Any
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+# Seconds a connection attempt may take: a server that does not answer (down
+# behind a firewall, or frozen) then fails the request after this long instead
+# of the kernel's minutes.
+CONNECT_TIMEOUT = 5
+# TCP keepalives (libpq names): a connection to a dead server is noticed within
+# about idle + interval * count seconds instead of hours.
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+
+
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 
 
@@ -61,13 +75,15 @@ def databases(
     primary: str = "default",
     replica_prefix: str = "replica",
     read_only_replicas: bool = True,
+    connect_timeout: int = CONNECT_TIMEOUT,
 ) -> dict[str, dict[str, Any]]:
     """Return DATABASES for DATABASE_URL and DATABASE_REPLICA_URLS.
 
     Replicas are named ``replica1``, ``replica2``... (`replica_prefix`), are
     test mirrors of the primary, and open read-only sessions where the backend
-    allows it (PostgreSQL, MySQL, SQLite files). Error messages never show a
-    password.
+    allows it (PostgreSQL, MySQL, SQLite files). Every server connection gets
+    bounded waits (`bounded()`) unless the URL sets its own. Error messages
+    never show a password.
     """
     env = env or environ.Env()
     primary_url = env.str("DATABASE_URL", default=default_url)
@@ -76,9 +92,10 @@ def databases(
     replica_urls = env.str("DATABASE_REPLICA_URLS", default=default_replica_urls)
     urls = [url.strip() for url in replica_urls.split(",") if url.strip()]
     try:
-        result = {primary: parse_url(primary_url, "DATABASE_URL")}
+        result = {primary: bounded(parse_url(primary_url, "DATABASE_URL"), connect_timeout)}
         for number, url in enumerate(urls, start=1):
             replica = parse_url(url, f"DATABASE_REPLICA_URLS (item {number})")
+            replica = bounded(replica, connect_timeout)
             replica.setdefault("TEST", {})["MIRROR"] = primary
             if read_only_replicas:
                 replica = read_only(replica)
@@ -124,6 +141,27 @@ def parse_url(url: str, name: str) -> dict[str, Any]:
             f"{name} is not a valid database URL: {url} (a comma, '@' or '/' inside a "
             "password must be percent-encoded)"
         ) from None
+
+
+def bounded(
+    settings_dict: Mapping[str, Any], connect_timeout: int = CONNECT_TIMEOUT
+) -> dict[str, Any]:
+    """Return a copy of a database's settings with a connect timeout and TCP keepalives.
+
+    Options already set (in the URL's query string, or by you) are kept.
+    """
+    result = copy.deepcopy(dict(settings_dict))
+    engine = result.get("ENGINE", "")
+    options = result.setdefault("OPTIONS", {})
+    if "postgresql" in engine or "postgis" in engine:
+        options.setdefault("connect_timeout", connect_timeout)
+        for key, value in KEEPALIVES.items():
+            options.setdefault(key, value)
+    elif "mysql" in engine:
+        options.setdefault("connect_timeout", connect_timeout)
+    if not options:
+        del result["OPTIONS"]
+    return result
 
 
 def read_only(settings_dict: Mapping[str, Any]) -> dict[str, Any]:

@@ -28,11 +28,15 @@ def test_primary_and_replicas_from_the_environment(environ_vars: pytest.MonkeyPa
     databases = routerkit_env.databases()
     assert list(databases) == ["default", "replica1", "replica2"]
     assert databases["default"]["HOST"] == "db1"
-    assert "OPTIONS" not in databases["default"] or not databases["default"]["OPTIONS"]
+    assert databases["default"]["OPTIONS"] == {
+        "connect_timeout": routerkit_env.CONNECT_TIMEOUT,
+        **routerkit_env.KEEPALIVES,
+    }
     assert databases["replica2"]["PORT"] == 6432
     for alias in ("replica1", "replica2"):
         assert databases[alias]["TEST"] == {"MIRROR": "default"}
         assert databases[alias]["OPTIONS"]["options"] == "-c default_transaction_read_only=on"
+        assert databases[alias]["OPTIONS"]["connect_timeout"] == routerkit_env.CONNECT_TIMEOUT
     assert routerkit_env.replicas(databases) == {"default": ["replica1", "replica2"]}
 
 
@@ -164,3 +168,38 @@ def test_no_url_shape_shows_the_password(
 )
 def test_redact(url: str, redacted: str) -> None:
     assert routerkit_env.redact(url) == redacted
+
+
+def test_the_urls_own_options_win(environ_vars: pytest.MonkeyPatch) -> None:
+    environ_vars.setenv("DATABASE_URL", "postgres://app@db1/app?connect_timeout=2&keepalives=0")
+    options = routerkit_env.databases()["default"]["OPTIONS"]
+    assert (options["connect_timeout"], options["keepalives"]) == (2, 0)
+    assert options["keepalives_idle"] == routerkit_env.KEEPALIVES["keepalives_idle"]
+
+
+def test_a_server_that_never_answers_fails_the_connection_in_time(
+    environ_vars: pytest.MonkeyPatch,
+) -> None:
+    """A listening socket that never speaks (a frozen server): the connect gives up."""
+    import socket
+    import time
+
+    import psycopg
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()  # the kernel completes the handshake; nobody ever answers
+    port = silent.getsockname()[1]
+    try:
+        environ_vars.setenv("DATABASE_URL", f"postgres://app@127.0.0.1:{port}/app")
+        settings_dict = routerkit_env.databases(connect_timeout=1)["default"]
+        options = settings_dict["OPTIONS"]
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(
+                host="127.0.0.1", port=port, dbname="app", user="app", sslmode="disable", **options
+            )
+        # Without connect_timeout, libpq would wait for the server forever.
+        assert time.monotonic() - started < 10
+    finally:
+        silent.close()
