@@ -35,6 +35,16 @@ STICKY_MODES = ("lsn", "time", "off")
 STICKY_STORES = ("cookie", "session", "cache")
 
 _TOP_KEYS = ("DEFAULT", "CONTRIB", "APPS", "REPLICAS", "BALANCER", "STICKY", "LAG", "METRICS")
+# Upper bounds of numeric settings: past them a value is a mistake, and some
+# (a TIMEOUT past threading's wait limit, bytes past a WAL position) would
+# raise OverflowError inside requests.
+MAX_SECONDS_SETTING = 86_400.0  # WINDOW, MAX_SECONDS, INTERVAL: one day
+MAX_TIMEOUT_SETTING = 60.0
+MAX_BYTES_SETTING = 2**62
+MAX_WEIGHT = 1e6
+# RFC 6265 cookie names are tokens; kept to a safe subset, with room for the
+# "_seen" and "_client" suffixes.
+_COOKIE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _APP_KEY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)?$")
 
 
@@ -146,6 +156,13 @@ def clear_cache(*, setting: str, **kwargs: Any) -> None:
         _config = None
 
 
+def _aliases(listed: object) -> list[str]:
+    """The replica aliases of a REPLICAS entry, whatever its shape (for dropped entries)."""
+    if isinstance(listed, (Mapping, list, tuple)):
+        return [alias for alias in listed if isinstance(alias, str)]
+    return []
+
+
 def parse(raw: object, databases: Mapping[str, Any]) -> Config:
     """Parse a ROUTERKIT value against DATABASES; collect problems instead of raising."""
     return _Parser(databases).parse(raw)
@@ -158,6 +175,14 @@ class _Parser:
         # Every alias listed as a replica, even in a cluster dropped as invalid:
         # none of them may ever take writes.
         self.listed_replicas: set[str] = set()
+        # alias -> its TEST["MIRROR"]: a replica in production, whether or not
+        # REPLICAS lists it (the validator takes it for one too).
+        self.mirrors: dict[str, str] = {}
+        for alias, settings_dict in databases.items():
+            test = settings_dict.get("TEST") if isinstance(settings_dict, Mapping) else None
+            mirror = test.get("MIRROR") if isinstance(test, Mapping) else None
+            if isinstance(mirror, str) and mirror:
+                self.mirrors[str(alias)] = mirror
 
     def problem(self, id: str, obj: str, msg: str, hint: str) -> None:
         self.problems.append(Problem(f"routerkit.{id}", msg, hint, obj))
@@ -180,9 +205,13 @@ class _Parser:
         targets = {f"{obj}['DEFAULT']": default}
         targets.update({f"{obj}['CONTRIB'][{app!r}]": a for app, a in contrib.items()})
         targets.update({f"{obj}['APPS'][{k!r}]": a for k, a in {**apps, **models}.items()})
+        reported: set[str] = set()  # once per alias: a CONTRIB group names three apps
         for where, alias in targets.items():
-            if alias in self.listed_replicas:
-                primary = replica_of.get(alias)
+            if alias in reported:
+                continue
+            if alias in self.listed_replicas or alias in self.mirrors:
+                reported.add(alias)
+                primary = replica_of.get(alias) or self.mirrors.get(alias)
                 self.problem(
                     "E105",
                     where,
@@ -193,9 +222,13 @@ class _Parser:
                 )
 
         def writable(alias: str) -> str | None:
-            if alias not in self.listed_replicas:
+            if alias not in self.listed_replicas and alias not in self.mirrors:
                 return alias
-            return replica_of.get(alias)
+            primary = replica_of.get(alias) or self.mirrors.get(alias)
+            # A mirror of a mirror, or of a listed replica, has no writable primary.
+            if primary in self.listed_replicas or primary in self.mirrors:
+                return None
+            return primary
 
         default = writable(default) or "default"
         contrib = {app: p for app, a in contrib.items() if (p := writable(a))}
@@ -280,7 +313,15 @@ class _Parser:
         )
         return fallback
 
-    def number(self, raw: object, obj: str, fallback: float, *, allow_zero: bool = False) -> float:
+    def number(
+        self,
+        raw: object,
+        obj: str,
+        fallback: float,
+        *,
+        allow_zero: bool = False,
+        maximum: float = MAX_SECONDS_SETTING,
+    ) -> float:
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):
             self.problem(
                 "E101", obj, f"Expected a number, got {type(raw).__name__}.", "Use a number."
@@ -290,9 +331,16 @@ class _Parser:
             value = float(raw)
         except OverflowError:
             value = math.inf
-        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-            bound = "zero or more" if allow_zero else "more than zero"
-            self.problem("E104", obj, f"{raw!r} is out of range.", f"Use a finite number {bound}.")
+        if (
+            not math.isfinite(value)
+            or value < 0
+            or (value == 0 and not allow_zero)
+            or value > maximum
+        ):
+            bound = "from 0" if allow_zero else "above 0"
+            self.problem(
+                "E104", obj, f"{raw!r} is out of range.", f"Use a number {bound} up to {maximum:g}."
+            )
             return fallback
         return value
 
@@ -313,10 +361,21 @@ class _Parser:
             where = f"{obj}[{primary!r}]"
             if self.alias(primary, where, None) is None:
                 continue
+            if primary in self.mirrors:
+                self.problem(
+                    "E105",
+                    where,
+                    f"{primary!r} is a replica (its TEST['MIRROR'] is "
+                    f"{self.mirrors[primary]!r}) and cannot be a primary.",
+                    f"List its replicas under {self.mirrors[primary]!r}, or remove its "
+                    "TEST['MIRROR'] if it is a primary.",
+                )
+                self.listed_replicas.update(r for r in _aliases(listed) if r in self.databases)
+                continue
             if isinstance(listed, Mapping):
                 # A weight of 0 drains a replica without removing it.
                 weighted = [
-                    (r, self.number(w, f"{where}[{r!r}]", 1.0, allow_zero=True))
+                    (r, self.number(w, f"{where}[{r!r}]", 1.0, allow_zero=True, maximum=MAX_WEIGHT))
                     for r, w in listed.items()
                 ]
             elif isinstance(listed, (list, tuple)):
@@ -434,6 +493,17 @@ class _Parser:
                 "Use a name such as 'routerkit'.",
             )
             cookie_name = base.cookie_name
+        elif not _COOKIE_NAME.fullmatch(cookie_name):
+            # Django would raise CookieError on every response that sets it,
+            # and read-your-writes would silently stop.
+            self.problem(
+                "E104",
+                f"{obj}['COOKIE_NAME']",
+                f"{cookie_name!r} is not a valid cookie name.",
+                "Use letters, digits and - _ . only (no spaces, =, ; or quotes), "
+                "at most 64 characters.",
+            )
+            cookie_name = base.cookie_name
         return Sticky(
             mode=self.choice(
                 section.get("MODE", base.mode), STICKY_MODES, f"{obj}['MODE']", base.mode
@@ -460,18 +530,23 @@ class _Parser:
                 "Use an int such as 16 * 1024 * 1024.",
             )
             max_bytes = base.max_bytes
-        elif max_bytes <= 0:
+        elif not 0 < max_bytes <= MAX_BYTES_SETTING:
             self.problem(
-                "E104", f"{obj}['MAX_BYTES']", f"{max_bytes!r} is out of range.", "Use more than 0."
+                "E104",
+                f"{obj}['MAX_BYTES']",
+                f"{max_bytes!r} is out of range.",
+                "Use a number of bytes above 0 up to 2**62.",
             )
             max_bytes = base.max_bytes
 
-        def seconds(key: str, fallback: float) -> float:
-            return self.number(section.get(key, fallback), f"{obj}[{key!r}]", fallback)
+        def seconds(key: str, fallback: float, maximum: float = MAX_SECONDS_SETTING) -> float:
+            return self.number(
+                section.get(key, fallback), f"{obj}[{key!r}]", fallback, maximum=maximum
+            )
 
         return Lag(
             max_seconds=seconds("MAX_SECONDS", base.max_seconds),
             max_bytes=max_bytes,
             interval=seconds("INTERVAL", base.interval),
-            timeout=seconds("TIMEOUT", base.timeout),
+            timeout=seconds("TIMEOUT", base.timeout, MAX_TIMEOUT_SETTING),
         )

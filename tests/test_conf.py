@@ -85,6 +85,19 @@ class TestParse:
             ({"LAG": {"TIMEOUT": 0}}, ["routerkit.E104"]),
             ({"LAG": {"MAX_BYTES": 0}}, ["routerkit.E104"]),
             ({"REPLICAS": {"primary": {"replica1": -1}}}, ["routerkit.E104"]),
+            # Numbers that used to raise OverflowError inside requests.
+            ({"LAG": {"TIMEOUT": 1e10}}, ["routerkit.E104"]),
+            ({"LAG": {"MAX_BYTES": 2**1030}}, ["routerkit.E104"]),
+            ({"LAG": {"INTERVAL": 1e12}}, ["routerkit.E104"]),
+            ({"STICKY": {"WINDOW": 10**400}}, ["routerkit.E104"]),
+            ({"REPLICAS": {"primary": {"replica1": 1e300, "replica2": 1}}}, ["routerkit.E104"]),
+            # Django would raise CookieError on every response setting it.
+            ({"STICKY": {"COOKIE_NAME": "my cookie"}}, ["routerkit.E104"]),
+            ({"STICKY": {"COOKIE_NAME": "a;b=c"}}, ["routerkit.E104"]),
+            # replica1 is a replica by TEST["MIRROR"], listed or not.
+            ({"REPLICAS": {"replica1": ["replica2"]}}, ["routerkit.E105"]),
+            ({"CONTRIB": {"auth": "replica1"}}, ["routerkit.E105"]),
+            ({"APPS": {"billing": "billing_replica"}}, ["routerkit.E105"]),
             ({"DEFAULT": "primray"}, ["routerkit.E003"]),
             ({"REPLICAS": {"primary": ["replica3"]}}, ["routerkit.E003"]),
             ({"REPLICAS": {"nowhere": ["replica1"]}}, ["routerkit.E003"]),
@@ -115,6 +128,20 @@ class TestParse:
         (problem,) = parse({"STICKY": {"WINDOWS": 2}}, DATABASES).problems
         assert problem.hint == "Did you mean 'WINDOW'?"
         assert problem.obj == "ROUTERKIT['STICKY']"
+
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            {"REPLICAS": {"replica1": ["replica2"]}, "DEFAULT": "replica1"},
+            {"CONTRIB": {"auth": "replica1"}, "APPS": {"billing": "billing_replica"}},
+        ],
+    )
+    def test_a_mirror_never_takes_writes(self, raw: Any) -> None:
+        """An alias with TEST["MIRROR"] named as a primary falls back to what it mirrors."""
+        config = parse(raw, DATABASES)
+        targets = {config.default, *config.contrib.values(), *config.apps.values()}
+        assert not targets & {"replica1", "replica2", "billing_replica"}
+        assert "replica1" not in config.clusters
 
     def test_bad_values_fall_back_to_safe_ones(self) -> None:
         """A replica named as DEFAULT is replaced by its primary; unknown replicas are dropped."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.contenttypes.fields import GenericForeignKey, GenericRelation
 from django.contrib.contenttypes.models import ContentType
 from django.core.checks import CheckMessage, run_checks
@@ -451,8 +452,12 @@ class TestLive:
         messages = [m for m in check_live(["replica2"]) if m.id == "routerkit.W004"]
         assert [(m.obj, "cannot be reached" in m.msg) for m in messages] == [("replica2", True)]
 
-    def test_w004_a_primary_that_is_a_standby(self, replication: PgCluster) -> None:
+    def test_w004_a_primary_that_is_a_standby(
+        self, replication: PgCluster, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """An alias used as a primary that is in recovery is W004."""
+        # Without its TEST["MIRROR"], nothing in the settings says it is a replica.
+        monkeypatch.setitem(django_settings.DATABASES["billing_replica"], "TEST", {})
         clusters = {"primary": ["replica1", "replica2"], "billing_replica": []}
         with override_settings(ROUTERKIT={**ROUTERKIT, "REPLICAS": clusters}):
             messages = [m for m in check_live(["billing_replica"]) if m.id == "routerkit.W004"]
