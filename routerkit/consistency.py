@@ -305,16 +305,12 @@ def _satisfied(
         return False
     if requirement.lsn is None:
         return True
-    for replica in config.cluster(primary).replicas:
-        health = snapshot.replicas.get(replica)
-        if (
-            health is None
-            or health.state in _UNSETTLED
-            or health.replay_lsn is None
-            or health.replay_lsn < requirement.lsn
-        ):
-            return False
-    return True
+    return all(
+        (health := snapshot.replicas.get(replica)) is not None
+        and health.state not in _UNSETTLED
+        and fits(snapshot, replica, requirement, now)
+        for replica in config.cluster(primary).replicas
+    )
 
 
 # States in which a replica's position may not be what it will serve from next.

@@ -197,7 +197,7 @@ class Monitor:
         return self._executor
 
     def _submit(self, started: float) -> dict[str, Future[Any]]:
-        """Start this round's probes: every primary, and every replica not backing off."""
+        """Start this round's probes: every primary, and every replica whose retry is due."""
         config = self.config
         previous = self.snapshot.replicas
         targets = []
