@@ -657,3 +657,23 @@ class TestTokenSize:
         config, names = self.many_clusters(4)
         requirements = {name: Requirement(lsn=100 + n) for n, name in enumerate(names[:2])}
         assert decode(encode(requirements), config) == requirements
+
+
+@pytest.mark.parametrize(
+    ("state", "kept"),
+    [("down", True), ("unknown", True), ("not_replica", True), ("lagging", False)],
+)
+def test_a_replica_not_settled_keeps_a_requirement_it_seems_to_meet(state: str, kept: bool) -> None:
+    """Its last known position is past the write, but it may come back behind it (rebuilt)."""
+    from dataclasses import replace
+
+    from routerkit.consistency import _satisfied
+    from tests.conftest import positioned_snapshot
+
+    config = get_config()
+    snapshot = positioned_snapshot(config, {"replica1": 500, "replica2": 500})
+    replicas = dict(snapshot.replicas)
+    replicas["replica2"] = replace(replicas["replica2"], state=state)
+    snapshot = replace(snapshot, replicas=replicas)
+    requirement = Requirement(lsn=400)
+    assert _satisfied("primary", requirement, config, snapshot, time.time()) is not kept
