@@ -205,23 +205,25 @@ def other(replica: str) -> str:
     return next(r for r in REPLICAS if r != replica)
 
 
-def outlive_the_snapshot() -> None:
-    """Let the unit of work's snapshot expire (five intervals of 50 ms)."""
-    time.sleep(0.35)
+def dies_while_the_unit_runs(cluster: PgCluster, replica: str) -> None:
+    """Stop `replica`, let the monitor see it, and let the unit's snapshot expire."""
+    cluster.stop_node(replica)
+    get_monitor(get_config()).refresh()
+    time.sleep(0.35)  # five intervals of 50 ms
 
 
 class TestLongUnitsOfWork:
     """A unit of work that outlives its health snapshot takes a fresh one."""
 
-    def test_a_restore_token_block(self, fast: PgCluster, article: int) -> None:
+    @pytest.mark.parametrize("unit", ["restore_token", "consistency_scope"])
+    def test_a_block(self, fast: PgCluster, article: int, unit: str) -> None:
+        """A restore_token() block (a task), or a consistency_scope() (a long command)."""
         from routerkit import restore_token
 
-        with restore_token(None):
+        with restore_token(None) if unit == "restore_token" else consistency_scope():
             first = read_db(article)
             assert first in REPLICAS
-            fast.stop_node(first)
-            get_monitor(get_config()).refresh()
-            outlive_the_snapshot()
+            dies_while_the_unit_runs(fast, first)
             assert read_db(article) == other(first)
 
     def test_a_streaming_body(self, fast: PgCluster, article: int) -> None:
@@ -231,19 +233,8 @@ class TestLongUnitsOfWork:
         chunks = iter(response.streaming_content)  # type: ignore[attr-defined]
         first = next(chunks).decode().strip()
         assert first in REPLICAS
-        fast.stop_node(first)
-        get_monitor(get_config()).refresh()
-        outlive_the_snapshot()
+        dies_while_the_unit_runs(fast, first)
         assert next(chunks).decode().strip() == other(first)
-
-    def test_a_long_command(self, fast: PgCluster, article: int) -> None:
-        with consistency_scope():
-            first = read_db(article)
-            assert first in REPLICAS
-            fast.stop_node(first)
-            get_monitor(get_config()).refresh()
-            outlive_the_snapshot()
-            assert read_db(article) == other(first)
 
     def test_the_reads_never_go_back_in_time(self, fast: PgCluster, article: int) -> None:
         """The replica left behind passes on its floor: one behind it does not serve."""
@@ -260,9 +251,7 @@ class TestLongUnitsOfWork:
             fast.wait_replayed(first)
             monitor.refresh()
             assert read_db(newer) == first  # the unit has seen `newer`
-            fast.stop_node(first)
-            monitor.refresh()
-            outlive_the_snapshot()
+            dies_while_the_unit_runs(fast, first)
             # The other replica is up but has not replayed `newer`.
             assert read_db(newer) == "primary"
 
