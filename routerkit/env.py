@@ -36,6 +36,9 @@ KEEPALIVES = {
 }
 
 
+# Django's backends and routerkit's, which add read retries (routerkit.retries).
+BACKENDS = {"django.db.backends.postgresql": "routerkit.backends.postgresql"}
+
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 
 
@@ -76,14 +79,16 @@ def databases(
     replica_prefix: str = "replica",
     read_only_replicas: bool = True,
     connect_timeout: int = CONNECT_TIMEOUT,
+    retry_reads: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Return DATABASES for DATABASE_URL and DATABASE_REPLICA_URLS.
 
     Replicas are named ``replica1``, ``replica2``... (`replica_prefix`), are
     test mirrors of the primary, and open read-only sessions where the backend
     allows it (PostgreSQL, MySQL, SQLite files). Every server connection gets
-    bounded waits (`bounded()`) unless the URL sets its own. Error messages
-    never show a password.
+    bounded waits (`bounded()`) unless the URL sets its own, and PostgreSQL
+    uses routerkit's backend (`retrying()`) unless `retry_reads` is False.
+    Error messages never show a password.
     """
     env = env or environ.Env()
     primary_url = env.str("DATABASE_URL", default=default_url)
@@ -95,7 +100,11 @@ def databases(
         result = {primary: bounded(parse_url(primary_url, "DATABASE_URL"), connect_timeout)}
         for number, url in enumerate(urls, start=1):
             replica = parse_url(url, f"DATABASE_REPLICA_URLS (item {number})")
-            replica = bounded(replica, connect_timeout)
+            result[f"{replica_prefix}{number}"] = bounded(replica, connect_timeout)
+        if retry_reads:
+            result = {alias: retrying(settings_dict) for alias, settings_dict in result.items()}
+        for number in range(1, len(urls) + 1):
+            replica = result[f"{replica_prefix}{number}"]
             replica.setdefault("TEST", {})["MIRROR"] = primary
             if read_only_replicas:
                 replica = read_only(replica)
@@ -161,6 +170,19 @@ def bounded(
         options.setdefault("connect_timeout", connect_timeout)
     if not options:
         del result["OPTIONS"]
+    return result
+
+
+def retrying(settings_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of a database's settings on routerkit's backend for its engine.
+
+    routerkit's backends are Django's with reads that survive a replica
+    failure and a clear error when a primary cannot be reached (see
+    routerkit.retries); an engine without one is kept.
+    """
+    result = copy.deepcopy(dict(settings_dict))
+    engine = result.get("ENGINE", "")
+    result["ENGINE"] = BACKENDS.get(engine, engine)
     return result
 
 

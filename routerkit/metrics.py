@@ -84,6 +84,12 @@ class Metrics:
             ["database"],
             registry=registry,
         )
+        self.read_retries = Counter(
+            "routerkit_read_retries",
+            "Reads run again elsewhere after failing on a replica, by replica and reason.",
+            ["database", "reason"],
+            registry=registry,
+        )
         self.tokens_rejected = Counter(
             "routerkit_tokens_rejected",
             "Consistency tokens ignored, by reason (tampered, expired, oversized, malformed).",
@@ -117,6 +123,8 @@ class Metrics:
             self.tokens_rejected.labels(key[1]).inc()
         elif key[0] == "probe_failure":
             self.probe_failures.labels(key[1]).inc()
+        elif key[0] == "read_retry":
+            self.read_retries.labels(key[1], key[2]).inc()
 
 
 _metrics: Metrics | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from routerkit import metrics
@@ -185,13 +186,20 @@ def _renewed(scope: Scope, runtime: Runtime) -> Snapshot:
     """Give a unit of work that outlived its snapshot the monitor's current one.
 
     A task, a restore_token() block or a streaming body can run for longer
-    than a snapshot is trusted; a replica may have died meanwhile. The
-    replicas it read from keep their floors: a replica it moves to must have
-    replayed what the old one had (as last probed), so its reads still never
-    go back in time.
+    than a snapshot is trusted; a replica may have died meanwhile.
+    """
+    snapshot = runtime.monitor.refresh_if_due()
+    _move(scope, snapshot)
+    return snapshot
+
+
+def _move(scope: Scope, snapshot: Snapshot) -> None:
+    """Give a unit of work another snapshot, keeping its reads from going back in time.
+
+    The replicas it read from keep their floors: a replica it moves to must
+    have replayed what the old one had (as last probed).
     """
     old = scope.snapshot
-    snapshot = runtime.monitor.refresh_if_due()
     for primary, replica in scope.pinned.items():
         seen = [s.position(replica) for s in (old, snapshot) if s is not None]
         position = max(filter(None, seen), default=None)
@@ -199,7 +207,33 @@ def _renewed(scope: Scope, runtime: Runtime) -> Snapshot:
             previous = scope.requirements.get(primary, Requirement())
             scope.requirements[primary] = previous.merge(lsn=position)
     scope.snapshot = snapshot
-    return snapshot
+
+
+def retry_alias(runtime: Runtime, primary: str, failed: frozenset[str], *, down: bool) -> str:
+    """Return where a read runs again after it failed on the replicas `failed`.
+
+    A unit of work leaves them for the rest of its reads, with what it read
+    from them kept as a floor; a replica that went `down` is already out of
+    the monitor's snapshot for everybody (Monitor.mark_down()). Counted as a
+    routing decision of its own.
+    """
+    scope = scope_var.get() or current_scope()
+    own = scope.snapshot
+    if own is not None:
+        _move(scope, runtime.monitor.current() if down else own)
+        snapshot = scope.snapshot
+    else:
+        snapshot = runtime.monitor.current()
+    assert snapshot is not None
+    usable = tuple(r for r in snapshot.usable.get(primary, ()) if r not in failed)
+    scope.snapshot = replace(snapshot, usable={**snapshot.usable, primary: usable})
+    if scope.pinned.get(primary) in failed:
+        del scope.pinned[primary]
+    try:
+        return read_alias(runtime, primary, {})
+    finally:
+        if own is None:
+            scope.snapshot = None
 
 
 def _unscoped_snapshot(runtime: Runtime) -> Snapshot:

@@ -294,6 +294,10 @@ class PgCluster:
         self._started = False
         self._stopped = False
         self._lock = threading.RLock()
+        # node -> settings changed with ALTER SYSTEM, to undo (not RESET ALL:
+        # pg_basebackup -R wrote a replica's primary_conninfo there)
+        self._configured: dict[str, set[str]] = {}
+        self._frozen: set[str] = set()  # nodes whose processes are stopped (SIGSTOP)
         _LIVE.add(self)  # the atexit hook stops us even if the caller never does
 
     def __repr__(self) -> str:
@@ -486,6 +490,36 @@ class PgCluster:
             if self.is_running(target):
                 self._pg_ctl(target, "reload")
 
+    def configure(self, node: Node | str, **settings: str | int) -> None:
+        """Change server settings that a reload applies (ALTER SYSTEM); restore() undoes them."""
+        target = self._node(node)
+        self._configured.setdefault(target.name, set()).update(settings)
+        for name, value in settings.items():
+            self.execute(
+                target,
+                pgsql.SQL("ALTER SYSTEM SET {} = {}").format(
+                    pgsql.Identifier(name), pgsql.Literal(str(value))
+                ),
+            )
+        self.execute(target, "SELECT pg_reload_conf()")
+
+    def freeze(self, node: Node | str) -> None:
+        """Stop every process of a server (SIGSTOP): it accepts TCP connections, answers nothing."""
+        target = self._node(node)
+        self._frozen.add(target.name)
+        self._signal(target, signal.SIGSTOP)
+
+    def thaw(self, node: Node | str) -> None:
+        """Undo freeze()."""
+        target = self._node(node)
+        self._frozen.discard(target.name)
+        self._signal(target, signal.SIGCONT)
+
+    def _signal(self, node: Node, signum: int) -> None:
+        for pid in _processes_in(node.data_dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
     def stop_node(self, replica: Node | str, mode: str = "immediate") -> None:
         """Stop one server; ``immediate`` simulates a crash (crash recovery on next start)."""
         node = self._node(replica)
@@ -587,6 +621,8 @@ class PgCluster:
     def restore(self, timeout: float = 30.0) -> None:
         """Undo test damage: start stopped nodes, resume paused replay, wait until caught up."""
         for node in self.nodes:
+            if node.name in self._frozen:
+                self.thaw(node)
             self.accept_connections(node)
         if not self.is_running(self.primary):
             self._start_server(self.primary)
@@ -600,6 +636,13 @@ class PgCluster:
             lsn = self.current_lsn()
             for replica in self.replicas:
                 self.wait_replayed(replica, lsn, timeout=timeout)
+        for name, changed in self._configured.items():
+            for setting in changed:
+                self.execute(
+                    name, pgsql.SQL("ALTER SYSTEM RESET {}").format(pgsql.Identifier(setting))
+                )
+            self.execute(name, "SELECT pg_reload_conf()")
+        self._configured.clear()
 
     # ----------------------------------------------------------------- internals
 

@@ -23,7 +23,7 @@ PG_PORTS = [int(p) for p in _ports.split(",")] if _ports else free_ports(3)
 
 def _pg(port: int, name: str) -> dict[str, Any]:
     return {
-        "ENGINE": "django.db.backends.postgresql",
+        "ENGINE": "routerkit.backends.postgresql",
         "NAME": name,
         "USER": "postgres",
         "HOST": "127.0.0.1",

@@ -125,7 +125,25 @@ def test_an_explicit_env_object_is_used(environ_vars: pytest.MonkeyPatch) -> Non
     """A project's own environ.Env (with its own file or scheme) is honoured."""
     environ_vars.setenv("DATABASE_URL", "postgres://u@h/d")
     databases = routerkit_env.databases(env=environ.Env())
-    assert databases["default"]["ENGINE"] == "django.db.backends.postgresql"
+    assert databases["default"]["ENGINE"] == "routerkit.backends.postgresql"
+
+
+def test_postgresql_gets_routerkits_backend_unless_asked_not_to(
+    environ_vars: pytest.MonkeyPatch,
+) -> None:
+    environ_vars.setenv("DATABASE_URL", "postgres://u@h/d")
+    environ_vars.setenv("DATABASE_REPLICA_URLS", "postgres://u@r/d,sqlite:////tmp/x.db")
+    engines = {a: d["ENGINE"] for a, d in routerkit_env.databases().items()}
+    assert engines == {
+        "default": "routerkit.backends.postgresql",
+        "replica1": "routerkit.backends.postgresql",
+        "replica2": "django.db.backends.sqlite3",
+    }
+    plain = routerkit_env.databases(retry_reads=False)
+    assert plain["replica1"]["ENGINE"] == "django.db.backends.postgresql"
+    # The replica stays read-only and a test mirror whichever the engine.
+    assert "default_transaction_read_only=on" in plain["replica1"]["OPTIONS"]["options"]
+    assert plain["replica1"]["TEST"]["MIRROR"] == "default"
 
 
 @pytest.mark.parametrize(

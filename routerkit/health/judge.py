@@ -44,6 +44,18 @@ def due(health: ReplicaHealth, now: float) -> bool:
     return health.retry_at <= now
 
 
+def down(previous: ReplicaHealth, *, now: float, lag: Lag) -> ReplicaHealth:
+    """A replica that could not be reached, by a probe or by a request's read."""
+    return replace(
+        previous,
+        state=DOWN,
+        lag_bytes=None,
+        lag_seconds=None,
+        failures=previous.failures + 1,
+        retry_at=now + lag.interval * RETRY_INTERVALS,
+    )
+
+
 def not_probed(previous: ReplicaHealth) -> ReplicaHealth:
     """A replica left out of this round (backing off, or its last probe still runs).
 
@@ -84,9 +96,7 @@ def judge(
         retry_at=previous.retry_at,
     )
     if isinstance(outcome, ProbeError):
-        failures = previous.failures + 1
-        retry_at = now + lag.interval * RETRY_INTERVALS
-        return replace(base, state=DOWN, failures=failures, retry_at=retry_at)
+        return down(base, now=now, lag=lag)
     if outcome is None:
         return base  # timed out: the probe goes on in the background; we do not know
     status = replace(base, replay_lsn=outcome.replay_lsn, failures=0, retry_at=0.0)

@@ -25,9 +25,10 @@ from django.db.backends.signals import connection_created
 
 from routerkit import stats
 from routerkit.conf import Config
-from routerkit.health.judge import History, due, judge, not_probed
+from routerkit.health.judge import History, down, due, judge, not_probed
 from routerkit.health.probes import Probe, as_mirror, is_mirror, probe_for
 from routerkit.values import (
+    DOWN,
     UNKNOWN,
     PrimaryStatus,
     ProbeError,
@@ -124,6 +125,10 @@ class Monitor:
         self._probe_factory = probe_factory
         self._probes: dict[str, Probe] = {}
         self._lock = threading.Lock()
+        # Guards publishing a snapshot: a refresh and mark_down() both do.
+        self._publish = threading.Lock()
+        # replica -> when (monotonic) a request found it unreachable
+        self._marked: dict[str, float] = {}
         self._due = 0.0
         self._last = 0.0
         self._in_flight: dict[str, tuple[Future[Any], float]] = {}
@@ -157,6 +162,30 @@ class Monitor:
         with self._lock:
             self._refresh()
         return self.snapshot
+
+    def mark_down(self, replica: str) -> None:
+        """Take a replica that a request could not reach out of the rotation now.
+
+        Every unit of work that takes a snapshot from here on leaves it, in
+        every thread, without waiting for the next refresh; its next probe,
+        one INTERVAL on, may bring it back. A refresh already under way (whose
+        probe may have answered before the replica failed) keeps it down too.
+        """
+        now = time.monotonic()
+        with self._publish:
+            self._marked[replica] = now
+            snapshot = self.snapshot
+            health = snapshot.replicas.get(replica)
+            if health is None or health.state == DOWN:
+                return
+            self.snapshot = _published(
+                self.config, snapshot, {replica: down(health, now=now, lag=self.config.lag)}
+            )
+            replicas = list(self.snapshot.replicas.values())
+        if self.config.metrics:
+            from routerkit.metrics import get_metrics
+
+            get_metrics().observe(replicas)
 
     def close(self) -> None:
         """Close the probes' connections."""
@@ -271,22 +300,40 @@ class Monitor:
                 probe_seconds=_duration(future),
             )
 
-        self.snapshot = Snapshot(
+        snapshot = Snapshot(
             taken_at=wall,
             expires=time.monotonic() + lag.interval * STALE_INTERVALS,
             replicas=replicas,
             primary_lsn=primary_lsn,
-            usable={
-                primary: tuple(r for r in cluster.replicas if replicas[r].healthy)
-                for primary, cluster in config.clusters.items()
-            },
+            usable={},
         )
+        with self._publish:
+            marked = {
+                replica: down(replicas[replica], now=when, lag=lag)
+                for replica, when in self._marked.items()
+                if when >= started and replicas[replica].state != DOWN
+            }
+            self._marked.clear()
+            self.snapshot = _published(config, snapshot, marked)
         self._last = time.monotonic()
         self._due = self._last + lag.interval * random.uniform(0.8, 1.2)
         if config.metrics:
             from routerkit.metrics import get_metrics
 
             get_metrics().observe(self.snapshot.replicas.values())
+
+
+def _published(config: Config, snapshot: Snapshot, changed: dict[str, ReplicaHealth]) -> Snapshot:
+    """Return `snapshot` with some replicas' health replaced and the rotation to match."""
+    replicas = {**snapshot.replicas, **changed}
+    return replace(
+        snapshot,
+        replicas=replicas,
+        usable={
+            primary: tuple(r for r in cluster.replicas if replicas[r].healthy)
+            for primary, cluster in config.clusters.items()
+        },
+    )
 
 
 def _timed(call: Callable[[], object]) -> tuple[object, float]:

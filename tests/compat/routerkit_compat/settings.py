@@ -33,7 +33,7 @@ def _postgres(port: str, name: str) -> dict[str, Any]:
     # As tests/settings.py writes it; not imported from there: in these runs
     # `tests` is the app's own package.
     return {
-        "ENGINE": "django.db.backends.postgresql",
+        "ENGINE": "routerkit.backends.postgresql",
         "NAME": name,
         "USER": "postgres",
         "HOST": "127.0.0.1",
