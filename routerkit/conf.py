@@ -34,7 +34,17 @@ BALANCERS = ("random", "round_robin", "weighted")
 STICKY_MODES = ("lsn", "time", "off")
 STICKY_STORES = ("cookie", "session", "cache")
 
-_TOP_KEYS = ("DEFAULT", "CONTRIB", "APPS", "REPLICAS", "BALANCER", "STICKY", "LAG", "METRICS")
+_TOP_KEYS = (
+    "DEFAULT",
+    "CONTRIB",
+    "APPS",
+    "REPLICAS",
+    "BALANCER",
+    "STICKY",
+    "LAG",
+    "METRICS",
+    "RETRY_AFTER",
+)
 # Upper bounds of numeric settings: past them a value is a mistake, and some
 # (a TIMEOUT past threading's wait limit, bytes past a WAL position) would
 # raise OverflowError inside requests.
@@ -97,6 +107,9 @@ class Config:
     sticky: Sticky = field(default_factory=Sticky)
     lag: Lag = field(default_factory=Lag)
     metrics: bool = True
+    # Seconds for Retry-After on the 503 a request gets when a primary cannot
+    # be reached; None leaves such a request's error as it is (a 500).
+    retry_after: int | None = None
     problems: tuple[Problem, ...] = ()
 
     def cluster(self, primary: str) -> Cluster:
@@ -261,6 +274,7 @@ class _Parser:
             sticky=self.sticky(raw.get("STICKY", {}), f"{obj}['STICKY']"),
             lag=self.lag(raw.get("LAG", {}), f"{obj}['LAG']"),
             metrics=self.boolean(raw.get("METRICS", True), f"{obj}['METRICS']", True),
+            retry_after=self.retry_after(raw.get("RETRY_AFTER"), f"{obj}['RETRY_AFTER']"),
             problems=tuple(self.problems),
         )
 
@@ -353,6 +367,20 @@ class _Parser:
         return fallback
 
     # -- sections ---------------------------------------------------------
+
+    def retry_after(self, raw: object, obj: str) -> int | None:
+        if raw is None:
+            return None
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            self.problem(
+                "E101",
+                obj,
+                f"Expected whole seconds or None, got {type(raw).__name__}.",
+                "Use a number of seconds such as 5, or None to answer with a 500.",
+            )
+            return None
+        value = self.number(raw, obj, -1.0, maximum=MAX_SECONDS_SETTING)
+        return None if value < 0 else int(value)  # out of range: reported, and off
 
     def replicas(self, raw: object, obj: str) -> tuple[dict[str, Cluster], dict[str, str]]:
         clusters: dict[str, Cluster] = {}

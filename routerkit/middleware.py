@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from routerkit import consistency
 from routerkit.conf import get_config
+from routerkit.exceptions import PrimaryUnavailable
 from routerkit.state import Scope, consistency_scope, current_scope, entered, implicit_scope
 from routerkit.stores import store_for
 
@@ -23,6 +24,11 @@ class ConsistencyMiddleware:
     At the start of a request it restores the client's token and takes a
     health snapshot; at the end it records what the client wrote and read.
     Put it first in MIDDLEWARE (after SessionMiddleware with STORE "session").
+
+    With ROUTERKIT["RETRY_AFTER"] set, a request that failed because a primary
+    could not be reached (routerkit.PrimaryUnavailable, in the view or in
+    any middleware after this one) gets 503 Service Unavailable with that
+    Retry-After instead of a 500.
     """
 
     sync_capable = True
@@ -40,7 +46,7 @@ class ConsistencyMiddleware:
         outer = implicit_scope()
         with consistency_scope(isolated=True) as scope:
             begin(request, scope, outer)
-            response = self.get_response(request)
+            response = _unavailable(self.get_response(request), scope)
             end(request, response, scope)
         _hand_back(scope)
         if response.streaming:
@@ -54,12 +60,39 @@ class ConsistencyMiddleware:
             # Both may do I/O (probes, the WAL position, a cache): off the event
             # loop, on the thread the view's ORM calls used.
             await sync_to_async(begin)(request, scope, outer)
-            response = await get_response(request)
+            response = _unavailable(await get_response(request), scope)
             await sync_to_async(end)(request, response, scope)
         _hand_back(scope)
         if response.streaming:
             _stream_in(scope, response)
         return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> Any:
+        # A view's error: answered here, before Django logs a 500 for it.
+        if isinstance(exception, PrimaryUnavailable):
+            return _service_unavailable(exception.alias)
+        return None
+
+
+def _unavailable(response: HttpResponseBase, scope: Scope) -> HttpResponseBase:
+    """Turn the 500 of a request that could not reach a primary into a 503, if asked to."""
+    if response.status_code == 500 and scope.unavailable is not None:
+        return _service_unavailable(scope.unavailable) or response
+    return response
+
+
+def _service_unavailable(alias: str) -> HttpResponse | None:
+    retry_after = get_config().retry_after
+    if retry_after is None:
+        return None
+    logger.warning("routerkit: the primary %r cannot be reached; answering 503", alias)
+    response = HttpResponse(
+        "Service Unavailable: a database is unreachable, try again shortly.\n",
+        status=503,
+        content_type="text/plain; charset=utf-8",
+    )
+    response["Retry-After"] = str(retry_after)
+    return response
 
 
 def begin(request: HttpRequest, scope: Scope, outer: Scope | None = None) -> None:

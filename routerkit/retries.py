@@ -193,6 +193,8 @@ class ReadRetryMixin(_Base):
             if self.connection is not None or not _is_primary(self.alias):
                 raise
             reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            # For ConsistencyMiddleware, which may answer 503 (RETRY_AFTER).
+            (scope_var.get() or current_scope()).unavailable = self.alias
             # Not chained: the driver's error holds the connection's settings.
             raise PrimaryUnavailable(self.alias, reason) from None
 

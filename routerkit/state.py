@@ -47,6 +47,7 @@ class Scope:
         "received_seen",
         "requirements",
         "snapshot",
+        "unavailable",
         "wrappers",
         "writes",
         "written",
@@ -72,6 +73,8 @@ class Scope:
         self.pinned: dict[str, str] = {}
         # Replica health as of the start of this scope; None: ask the monitor.
         self.snapshot: Snapshot | None = None
+        # A primary this scope could not reach (routerkit.PrimaryUnavailable).
+        self.unavailable: str | None = None
         # Decisions until flushed to the metrics: reason -> database -> count
         # for reads, database -> count for writes.
         self.reads: defaultdict[str, defaultdict[str, int]] = _reads()
@@ -326,6 +329,7 @@ class consistency_scope(_Block):  # noqa: N801 - used like contextlib's lower-ca
         if parent is not None:
             parent.written |= scope.written
             parent.read_from |= scope.read_from
+            parent.unavailable = parent.unavailable or scope.unavailable
         if scope.counted:
             from routerkit.metrics import get_metrics
 

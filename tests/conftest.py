@@ -5,11 +5,13 @@ Tests that need PostgreSQL fail (never skip) when it cannot start.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connections
@@ -128,6 +130,10 @@ def replication(
             yield pg_cluster
         finally:
             connections.close_all()
+            # And those of async views run with asyncio.run(): asgiref's one
+            # thread for sync code keeps them, and a test that restarted a
+            # server would leave them broken for the next test.
+            asyncio.run(sync_to_async(connections.close_all)())
             pg_cluster.restore()
 
 

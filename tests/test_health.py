@@ -64,7 +64,8 @@ def test_a_primary_probe_that_always_answers_late_still_counts(fast: PgCluster) 
     SlowPrimaryProbe.slow = True
     try:
         first = monitor.refresh()
-        assert first.usable["primary"] == ()  # nothing to judge the replicas against yet
+        # No answer yet: the replicas are judged against each other (the WAL they received).
+        assert first.usable["primary"] == REPLICAS
         deadline = time.monotonic() + 5
         while monitor.positions.newest("primary", since=0.0) is None:
             assert time.monotonic() < deadline, "the late answer was never counted"

@@ -228,3 +228,52 @@ def test_busy_traffic_does_not_shrink_the_history() -> None:
     assert times[0] == 0.0
     assert all(later - earlier >= 0.2 for earlier, later in itertools.pairwise(times[:-1]))
     assert 38 <= len(history) <= 44  # ten seconds at about a quarter second
+
+
+def orphaned(outcome: object, reference: int, now: float = NOW) -> ReplicaHealth:
+    """Judge with the primary not answering: `reference` is the newest position known."""
+    assert isinstance(outcome, ReplicaStatus)
+    return judge(
+        NEW,
+        outcome,
+        primary_lsn=reference,
+        history=HISTORY,
+        lag=LAG,
+        now=now,
+        wall=1_700_000_000.0,
+        orphaned=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("outcome", "reference", "state", "lag_seconds"),
+    [
+        # Its receiver is down with the primary: it has all there is, and serves.
+        (status(0, streaming=False), PRIMARY_LSN, HEALTHY, 0.0),
+        # Behind the newest position known (another replica received more):
+        # lag dated by the history, growing as the primary stays away.
+        (status(500, streaming=False), PRIMARY_LSN, HEALTHY, 0.5),
+        (status(900, streaming=False), PRIMARY_LSN, HEALTHY, 0.9),
+        # Past the primary's last known position: the history cannot date it,
+        # the time since its last replayed commit does.
+        (status(0, streaming=False, replay_age=0.5), PRIMARY_LSN + 400, HEALTHY, 0.5),
+        (status(0, streaming=False, replay_age=3.0), PRIMARY_LSN + 400, LAGGING, 3.0),
+        (status(0, streaming=False, replay_age=None), PRIMARY_LSN + 400, UNKNOWN, None),
+        # Lag in bytes still counts.
+        (status(0, streaming=False), PRIMARY_LSN + 5_000, LAGGING, 0.0),
+    ],
+)
+def test_with_the_primary_away_replicas_are_judged_against_each_other(
+    outcome: ReplicaStatus, reference: int, state: str, lag_seconds: float | None
+) -> None:
+    judged = orphaned(outcome, reference)
+    assert judged.state == state
+    assert judged.lag_seconds == pytest.approx(lag_seconds)
+
+
+def test_the_age_of_what_a_replica_lacks_grows_while_the_primary_is_away() -> None:
+    behind = status(500, streaming=False)
+    assert orphaned(behind, PRIMARY_LSN).state == HEALTHY
+    later = orphaned(behind, PRIMARY_LSN, now=NOW + 1.6)
+    assert later.state == LAGGING
+    assert later.lag_seconds == pytest.approx(2.1)

@@ -92,6 +92,7 @@ routerkit_settings = st.fixed_dictionaries(
             junk,
         ),
         "METRICS": st.one_of(st.booleans(), junk),
+        "RETRY_AFTER": st.one_of(st.none(), numbers, junk),
         "REPLICA": junk,  # a misspelt key
     },
 )

@@ -75,12 +75,19 @@ def judge(
     now: float,
     wall: float,
     probe_seconds: float | None = None,
+    orphaned: bool = False,
 ) -> ReplicaHealth:
     """Return a replica's health after a probe.
 
     `outcome` is what the probe read, the error it raised, or None when it
     did not answer within LAG.TIMEOUT. `primary_lsn` is the newest position of
     the primary known, and `history` its recent positions over time.
+
+    `orphaned` says the primary did not answer its probe: `primary_lsn` is then
+    the newest position known anywhere (its last one, or a replica's received
+    WAL). A replica whose WAL receiver is down because the primary is has
+    still replayed everything it can get, so it may serve; its lag is how far
+    it is behind the others.
     """
     # Until it answers again, the last position it was seen at stays known:
     # what a client read from it before it failed is at most that far.
@@ -107,12 +114,18 @@ def judge(
         return replace(status, state=HEALTHY, lag_bytes=0, lag_seconds=0.0, held=False)
     if outcome.replay_lsn is None or primary_lsn is None:
         return status
-    if outcome.streaming is False:
+    if outcome.streaming is False and not orphaned:
         return replace(status, state=RECEIVER_DOWN)
     lag_bytes = max(0, primary_lsn - outcome.replay_lsn)
     # Idle-safe: a replica that has replayed everything the primary had lags
     # by no time, however long ago the last commit was.
-    lag_seconds = 0.0 if lag_bytes == 0 else age(history, outcome.replay_lsn, now)
+    lag_seconds: float | None = 0.0
+    if lag_bytes and orphaned and (not history or outcome.replay_lsn >= history[-1][1]):
+        # Past the last position the primary was seen at: the history, which
+        # stopped with the primary, cannot date it.
+        lag_seconds = None
+    elif lag_bytes:
+        lag_seconds = age(history, outcome.replay_lsn, now)
     if lag_seconds is None:
         # Older than the history: the time since its last replayed commit is
         # then the best measure there is (a lower bound of its lag).

@@ -10,6 +10,7 @@ using the current snapshot.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import random
 import threading
@@ -24,7 +25,7 @@ from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.signals import connection_created
 
 from routerkit import stats
-from routerkit.conf import Config
+from routerkit.conf import Cluster, Config
 from routerkit.health.judge import History, down, due, judge, not_probed
 from routerkit.health.probes import Probe, as_mirror, is_mirror, probe_for
 from routerkit.values import (
@@ -276,6 +277,13 @@ class Monitor:
         # A late answer counts while its probe is not given up on.
         since = now - max(lag.interval * STALE_INTERVALS, lag.timeout * ABANDON_TIMEOUTS)
         primary_lsn = {p: self.positions.newest(p, since) for p in config.clusters}
+        orphaned = {
+            p for p in config.clusters if not isinstance(_result(futures.get(p)), PrimaryStatus)
+        }
+        reference = {
+            p: _reference(c, self.positions, futures) if p in orphaned else primary_lsn[p]
+            for p, c in config.clusters.items()
+        }
         previous = self.snapshot.replicas
         replicas: dict[str, ReplicaHealth] = {}
         for replica, primary in config.replica_of.items():
@@ -292,12 +300,13 @@ class Monitor:
             replicas[replica] = judge(
                 old,
                 outcome,
-                primary_lsn=primary_lsn[primary],
+                primary_lsn=reference[primary],
                 history=self.positions.history(primary),
                 lag=lag,
                 now=now,
                 wall=wall,
                 probe_seconds=_duration(future),
+                orphaned=primary in orphaned,
             )
 
         snapshot = Snapshot(
@@ -321,6 +330,23 @@ class Monitor:
             from routerkit.metrics import get_metrics
 
             get_metrics().observe(self.snapshot.replicas.values())
+
+
+def _reference(
+    cluster: Cluster, positions: Positions, futures: dict[str, Future[Any]]
+) -> int | None:
+    """The newest position known of a cluster whose primary did not answer.
+
+    Its last known position, or WAL a replica received after it: while the
+    primary is down (or frozen, or cut off) no replica can be ahead of both,
+    so replicas are judged against each other and what was last seen.
+    """
+    known = [positions.newest(cluster.primary, since=-math.inf)]
+    for replica in cluster.replicas:
+        status = _result(futures.get(replica))
+        if isinstance(status, ReplicaStatus):
+            known.extend((status.receive_lsn, status.replay_lsn))
+    return max(filter(None, known), default=None)
 
 
 def _published(config: Config, snapshot: Snapshot, changed: dict[str, ReplicaHealth]) -> Snapshot:
