@@ -82,6 +82,9 @@ class Lag:
     max_bytes: int = 16 * 1024 * 1024
     interval: float = 1.0
     timeout: float = 0.2
+    # Fewest replicas a cluster keeps serving when lag would exclude more:
+    # the least lagging ones stay for readers whose tokens they meet.
+    min_replicas: int = 1
 
 
 @dataclass(frozen=True)
@@ -547,7 +550,9 @@ class _Parser:
 
     def lag(self, raw: object, obj: str) -> Lag:
         section = self.mapping(raw, obj)
-        self.unknown_keys(section, ("MAX_SECONDS", "MAX_BYTES", "INTERVAL", "TIMEOUT"), obj)
+        self.unknown_keys(
+            section, ("MAX_SECONDS", "MAX_BYTES", "INTERVAL", "TIMEOUT", "MIN_REPLICAS"), obj
+        )
         base = Lag()
         max_bytes = section.get("MAX_BYTES", base.max_bytes)
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
@@ -577,4 +582,25 @@ class _Parser:
             max_bytes=max_bytes,
             interval=seconds("INTERVAL", base.interval),
             timeout=seconds("TIMEOUT", base.timeout, MAX_TIMEOUT_SETTING),
+            min_replicas=self.count(
+                section.get("MIN_REPLICAS", base.min_replicas),
+                f"{obj}['MIN_REPLICAS']",
+                base.min_replicas,
+            ),
         )
+
+    def count(self, raw: object, obj: str, fallback: int, maximum: int = 1_000) -> int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            self.problem(
+                "E101",
+                obj,
+                f"Expected a whole number, got {type(raw).__name__}.",
+                f"Use an int from 0 up to {maximum}.",
+            )
+            return fallback
+        if not 0 <= raw <= maximum:
+            self.problem(
+                "E104", obj, f"{raw!r} is out of range.", f"Use an int from 0 up to {maximum}."
+            )
+            return fallback
+        return raw

@@ -32,6 +32,7 @@ TOKEN_PENDING = values.TOKEN_PENDING
 LAGGING = values.LAGGING_REASON
 UNHEALTHY = values.UNHEALTHY
 UNLISTED = values.UNLISTED
+CAPACITY = values.CAPACITY
 REASONS = values.REASONS
 
 PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -71,6 +72,13 @@ class Metrics:
             registry=registry,
             multiprocess_mode="mostrecent",
         )
+        self.capacity_guard = Gauge(
+            "routerkit_capacity_guard_replicas",
+            "Lagging replicas of a primary kept serving by LAG['MIN_REPLICAS'].",
+            ["database"],
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
         self.probe_duration = Histogram(
             "routerkit_probe_duration_seconds",
             "Time taken by one health probe of a replica.",
@@ -105,8 +113,15 @@ class Metrics:
         for database, number in writes.items():
             self.decisions.labels("write", database, PRIMARY).inc(number)
 
-    def observe(self, replicas: Iterable[ReplicaHealth]) -> None:
-        """Record replica health: lag, rotation and probe time of each."""
+    def observe(
+        self,
+        replicas: Iterable[ReplicaHealth],
+        guarded: Mapping[str, Iterable[str]] | None = None,
+    ) -> None:
+        """Record replica health (lag, rotation and probe time of each) and, per
+        primary, the lagging replicas kept for capacity."""
+        for primary, kept in (guarded or {}).items():
+            self.capacity_guard.labels(primary).set(len(tuple(kept)))
         for health in replicas:
             alias = health.alias
             self.healthy.labels(alias).set(1 if health.healthy else 0)

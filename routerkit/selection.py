@@ -73,6 +73,9 @@ def read_alias(runtime: Runtime, primary: str, hints: Mapping[str, Any]) -> str:
             choose = cached[1]
             if choose is not None:
                 alias, reason = choose(), metrics.REPLICA
+                guarded = snapshot.guarded
+                if guarded and alias in guarded.get(primary, ()):
+                    reason = metrics.CAPACITY
             else:
                 alias, reason = primary, _why_no_replica(primary, snapshot)
         if alias != primary:

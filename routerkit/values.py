@@ -7,7 +7,7 @@ these, and nothing here knows where they come from.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # -- WAL positions ----------------------------------------------------------
 
@@ -114,6 +114,8 @@ class Snapshot:
     primary_lsn: Mapping[str, int | None]
     # primary -> replicas in the read rotation, in configuration order
     usable: Mapping[str, tuple[str, ...]]
+    # primary -> lagging replicas kept in the rotation by LAG["MIN_REPLICAS"]
+    guarded: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def position(self, alias: str) -> int | None:
         """Return the replay position of a replica, or the WAL position of a primary."""
@@ -146,6 +148,7 @@ TOKEN_PENDING = "token_pending"  # no usable replica has replayed the client's p
 LAGGING_REASON = "lagging"  # no usable replica; at least one is out for lag
 UNHEALTHY = "unhealthy"  # no usable replica: down, unknown or mis-pointed
 UNLISTED = "unlisted"  # a Django test case that does not list the replica in `databases`
+CAPACITY = "capacity"  # a lagging replica kept serving by LAG["MIN_REPLICAS"]
 REASONS = (
     PRIMARY,
     REPLICA,
@@ -157,4 +160,5 @@ REASONS = (
     LAGGING_REASON,
     UNHEALTHY,
     UNLISTED,
+    CAPACITY,
 )

@@ -69,6 +69,8 @@ class TestParse:
             ({"REPLICAS": {"primary": "replica1"}}, ["routerkit.E101"]),
             ({"METRICS": "yes"}, ["routerkit.E101"]),
             ({"RETRY_AFTER": 2.5}, ["routerkit.E101"]),
+            ({"LAG": {"MIN_REPLICAS": "1"}}, ["routerkit.E101"]),
+            ({"LAG": {"MIN_REPLICAS": -1}}, ["routerkit.E104"]),
             ({"RETRY_AFTER": 0}, ["routerkit.E104"]),
             ({"RETRY_AFTER": 10**6}, ["routerkit.E104"]),
             ({"LAG": {"MAX_BYTES": 1.5}}, ["routerkit.E101"]),

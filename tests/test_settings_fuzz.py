@@ -87,6 +87,7 @@ routerkit_settings = st.fixed_dictionaries(
                     "MAX_BYTES": numbers,
                     "INTERVAL": numbers,
                     "TIMEOUT": numbers,
+                    "MIN_REPLICAS": st.one_of(st.integers(), junk),
                 },
             ),
             junk,

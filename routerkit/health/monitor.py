@@ -30,6 +30,7 @@ from routerkit.health.judge import History, down, due, judge, not_probed
 from routerkit.health.probes import Probe, as_mirror, is_mirror, probe_for
 from routerkit.values import (
     DOWN,
+    LAGGING,
     UNKNOWN,
     PrimaryStatus,
     ProbeError,
@@ -182,11 +183,11 @@ class Monitor:
             self.snapshot = _published(
                 self.config, snapshot, {replica: down(health, now=now, lag=self.config.lag)}
             )
-            replicas = list(self.snapshot.replicas.values())
+            published = self.snapshot
         if self.config.metrics:
             from routerkit.metrics import get_metrics
 
-            get_metrics().observe(replicas)
+            get_metrics().observe(published.replicas.values(), published.guarded)
 
     def close(self) -> None:
         """Close the probes' connections."""
@@ -329,7 +330,7 @@ class Monitor:
         if config.metrics:
             from routerkit.metrics import get_metrics
 
-            get_metrics().observe(self.snapshot.replicas.values())
+            get_metrics().observe(self.snapshot.replicas.values(), self.snapshot.guarded)
 
 
 def _reference(
@@ -352,14 +353,31 @@ def _reference(
 def _published(config: Config, snapshot: Snapshot, changed: dict[str, ReplicaHealth]) -> Snapshot:
     """Return `snapshot` with some replicas' health replaced and the rotation to match."""
     replicas = {**snapshot.replicas, **changed}
-    return replace(
-        snapshot,
-        replicas=replicas,
-        usable={
-            primary: tuple(r for r in cluster.replicas if replicas[r].healthy)
-            for primary, cluster in config.clusters.items()
-        },
-    )
+    usable: dict[str, tuple[str, ...]] = {}
+    guarded: dict[str, tuple[str, ...]] = {}
+    for primary, cluster in config.clusters.items():
+        healthy = [r for r in cluster.replicas if replicas[r].healthy]
+        kept = _kept_for_capacity(config.lag.min_replicas - len(healthy), cluster, replicas)
+        usable[primary] = tuple(r for r in cluster.replicas if r in healthy or r in kept)
+        guarded[primary] = kept
+    return replace(snapshot, replicas=replicas, usable=usable, guarded=guarded)
+
+
+def _kept_for_capacity(
+    missing: int, cluster: Cluster, replicas: dict[str, ReplicaHealth]
+) -> tuple[str, ...]:
+    """The least lagging replicas that keep a cluster at LAG["MIN_REPLICAS"] serving.
+
+    Excluding every lagging replica at once would put all of a cluster's reads
+    on its primary (Vitess keeps a minimum serving set for the same reason).
+    Only replicas out for lag qualify: one down, unknown or not replaying is
+    not a capacity to keep. Readers with a token still need their position.
+    """
+    if missing <= 0:
+        return ()
+    lagging = [replicas[r] for r in cluster.replicas if replicas[r].state == LAGGING]
+    lagging.sort(key=lambda h: (h.lag_bytes or 0, h.lag_seconds or 0.0))
+    return tuple(h.alias for h in lagging[:missing])
 
 
 def _timed(call: Callable[[], object]) -> tuple[object, float]:
