@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 source .ci/venv.sh dev "django-multidb-router==0.11" "django-replicated==2.7"
 .venv/bin/python benchmarks/routing.py --write-readme "$@"
 .venv/bin/python benchmarks/statements.py --write-readme
-exec .venv/bin/python benchmarks/validate.py --write-readme
+.venv/bin/python benchmarks/validate.py --write-readme
+exec .venv/bin/python benchmarks/faults.py --write-readme
