@@ -3,25 +3,34 @@
 Hypothesis builds ROUTERKIT dicts from the test project's aliases, misspelt
 keys, wrong types and extreme numbers. For each: the parser and the checks
 do not raise, routing does not raise, and every write goes to an alias that
-is not a replica (listed in REPLICAS or known by TEST["MIRROR"]).
+is not a replica (listed in REPLICAS or known by TEST["MIRROR"]); and a whole
+request through ConsistencyMiddleware, with a fuzzed token cookie, answers.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.contrib.sessions.backends.cache import SessionStore
 from django.contrib.sessions.models import Session
 from django.db import router
 from django.http import HttpRequest, HttpResponse
-from django.test import override_settings
+from django.test import RequestFactory, override_settings
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from routerkit import consistency_scope
 from routerkit.conf import get_config
+from routerkit.health import Monitor
+from routerkit.health.monitor import unknown_snapshot
+from routerkit.middleware import ConsistencyMiddleware
+from routerkit.state import current_scope
 from routerkit.stores import store_for
 from routerkit.validation.config import check_settings
 from tests.billing.models import Invoice
@@ -126,3 +135,54 @@ def _tokens() -> Any:
     from routerkit.consistency import Tokens
 
     return Tokens(written="w", seen="s")
+
+
+cookie_values = st.one_of(
+    st.text(max_size=80),
+    st.text(alphabet="abcdefABCDEF0123456789:._-", max_size=2000),
+    st.just("x" * 5000),
+)
+
+
+@hypothesis_settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=routerkit_settings, cookie=cookie_values, writes=st.booleans())
+@example(raw={"STICKY": {"COOKIE_NAME": "my cookie"}}, cookie="junk", writes=True)
+@example(raw={"STICKY": {"STORE": "session"}}, cookie="", writes=True)
+def test_no_setting_makes_a_request_raise(raw: dict[str, Any], cookie: str, writes: bool) -> None:
+    """A whole request through ConsistencyMiddleware, with a fuzzed cookie, answers.
+
+    The view routes every model (asserting writes stay off replicas) and may
+    write; the middleware restores and stores tokens under the fuzzed settings.
+    Health comes from a fixed snapshot: no database is probed.
+    """
+    with override_settings(ROUTERKIT=raw), _no_probes():
+        config = get_config()
+        replicas = MIRRORS | set(config.replica_of)
+
+        def view(request: HttpRequest) -> HttpResponse:
+            scope = current_scope()
+            scope.snapshot = healthy_snapshot(config)
+            for model in MODELS:
+                written = router.db_for_write(model)
+                assert written not in replicas, (model, written, config)
+                router.db_for_read(model)
+                if writes:
+                    scope.written.add(written)
+            return HttpResponse("ok")
+
+        request = RequestFactory().get("/", HTTP_COOKIE=f"{config.sticky.cookie_name}={cookie}")
+        request.session = SessionStore()
+        response = ConsistencyMiddleware(view)(request)
+        assert response.status_code == 200
+
+
+@contextlib.contextmanager
+def _no_probes() -> Iterator[None]:
+    def unknown(self: Monitor, max_age: float | None = None) -> Any:
+        return unknown_snapshot(self.config)
+
+    with (
+        mock.patch.object(Monitor, "refresh_if_due", unknown),
+        mock.patch.object(Monitor, "current", unknown),
+    ):
+        yield
