@@ -274,3 +274,29 @@ def test_a_replica_down_for_long_rejoins_at_its_next_probe(fast: PgCluster) -> N
         assert monitor.refresh().usable["primary"] == REPLICAS
     finally:
         monitor.close()
+
+
+def test_an_idle_process_does_not_see_a_replica_just_behind_as_lagging(
+    replication: PgCluster,
+) -> None:
+    """No refresh for longer than MAX_SECONDS, then a write: the replica is ms behind."""
+    lag = {"INTERVAL": 0.1, "TIMEOUT": 0.3, "MAX_SECONDS": 1.0}
+    with override_settings(ROUTERKIT={**ROUTERKIT, "LAG": lag}):
+        monitor = Monitor(get_config())
+        try:
+            assert monitor.refresh().usable["primary"] == REPLICAS
+            time.sleep(2.0)  # idle: nobody refreshes
+            replication.pause_replay("replica1")  # keep it behind the write below
+            replication.execute(
+                "primary",
+                "INSERT INTO testapp_article (title) VALUES ('after idle')",
+                dbname="routerkit",
+            )
+            judged = monitor.refresh().replicas["replica1"]
+            assert judged.lag_bytes is not None
+            assert judged.lag_bytes > 0
+            assert judged.state == "healthy", judged
+            assert judged.lag_seconds is not None
+            assert judged.lag_seconds < 0.5
+        finally:
+            monitor.close()

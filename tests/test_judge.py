@@ -277,3 +277,36 @@ def test_the_age_of_what_a_replica_lacks_grows_while_the_primary_is_away() -> No
     later = orphaned(behind, PRIMARY_LSN, now=NOW + 1.6)
     assert later.state == LAGGING
     assert later.lag_seconds == pytest.approx(2.1)
+
+
+# Idle from 100 to 108: no sample between. Then a burst of writes, sampled at 108.
+IDLE_HISTORY = ((99.0, 20_000), (100.0, 20_000), (108.0, 20_500))
+
+
+@pytest.mark.parametrize(
+    ("position", "now", "expected"),
+    [
+        (20_000, 108.0, 0.0),  # ms behind the burst: not the eight idle seconds
+        (20_250, 108.01, 0.01),
+        (20_000, 110.0, 2.0),  # still there later: it ages from the later sample
+    ],
+)
+def test_an_idle_gap_in_the_history_is_not_lag(position: int, now: float, expected: float) -> None:
+    assert age(IDLE_HISTORY, position, now, gap=2.0) == pytest.approx(expected)
+    # Without the gap rule the replica would look up to eight seconds behind.
+    assert age(IDLE_HISTORY, position, now) >= expected
+
+
+def test_after_an_idle_period_a_replica_just_behind_is_healthy() -> None:
+    lag = replace(LAG, interval=1.0)  # a gap is over two intervals
+    judged = judge(
+        WAS_HEALTHY,
+        ReplicaStatus(True, 20_000, 20_000, 8.0, True),
+        primary_lsn=20_500,
+        history=IDLE_HISTORY,
+        lag=lag,
+        now=108.0,
+        wall=1_700_000_000.0,
+    )
+    assert judged.state == HEALTHY
+    assert judged.lag_seconds == pytest.approx(0.0)

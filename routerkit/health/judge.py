@@ -6,6 +6,7 @@ transition is a table test (tests/test_judge.py).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -34,6 +35,10 @@ HYSTERESIS = 0.5
 # long it was down. A refused connection costs a millisecond; one that hangs
 # is bounded by the probe's timeouts and never piles up (see the monitor).
 RETRY_INTERVALS = 1.0
+
+# Samples of the primary's position further apart than this many INTERVALs
+# have a gap between them: the process did not look (see age()).
+HISTORY_GAP = 2.0
 
 # (monotonic time, the primary's position then), oldest first, positions rising.
 History = Sequence[tuple[float, int]]
@@ -125,7 +130,7 @@ def judge(
         # stopped with the primary, cannot date it.
         lag_seconds = None
     elif lag_bytes:
-        lag_seconds = age(history, outcome.replay_lsn, now)
+        lag_seconds = age(history, outcome.replay_lsn, now, gap=lag.interval * HISTORY_GAP)
     if lag_seconds is None:
         # Older than the history: the time since its last replayed commit is
         # then the best measure there is (a lower bound of its lag).
@@ -143,7 +148,7 @@ def judge(
     )
 
 
-def age(history: History, position: int, now: float) -> float | None:
+def age(history: History, position: int, now: float, gap: float = math.inf) -> float | None:
     """Return how long ago the primary passed `position`, if the history covers it.
 
     That is the age of the oldest data the replica lacks. Between the two
@@ -151,6 +156,12 @@ def age(history: History, position: int, now: float) -> float | None:
     rate: a replica 10 ms behind reports about 10 ms, not one INTERVAL (the
     time since the sample before it), which would keep an excluded replica
     out for good when INTERVAL exceeds the hysteresis limit.
+
+    Samples further apart than `gap` bracket a time nobody looked (the process
+    was idle): the primary may have written all of it just now, so the
+    earliest it is known to have passed `position`, the later sample, dates
+    it. An idle period never makes a replica milliseconds behind look
+    seconds behind; one that stays in the gap ages from the later sample on.
     """
     before: tuple[float, int] | None = None
     for when, lsn in history:
@@ -158,6 +169,8 @@ def age(history: History, position: int, now: float) -> float | None:
             if before is None:
                 return None  # older than the whole history
             then, passed = before
+            if when - then > gap:
+                return max(0.0, now - when)
             share = (position - passed) / (lsn - passed)
             return max(0.0, now - (then + (when - then) * share))
         before = (when, lsn)
