@@ -86,15 +86,26 @@ def test_a_read_whose_replica_crashed_runs_on_the_other(
         assert current_scope().pinned["primary"] == other(replica)
 
 
-def test_a_replica_that_cannot_be_connected_to_is_left_for_another(steady: PgCluster) -> None:
+@pytest.mark.parametrize("debug", [False, True], ids=["", "queries logged"])
+def test_a_replica_that_cannot_be_connected_to_is_left_for_another(
+    steady: PgCluster, debug: bool
+) -> None:
+    """Also with DEBUG's query log, whose cursor formats the failed statement again."""
     with consistency_scope(isolated=True):
         replica, before = pinned_read()
         connections[replica].close()
+        for alias in REPLICAS:
+            connections[alias].force_debug_cursor = debug
         steady.refuse_connections(replica, "routerkit")
         counted = retries(replica, "connect")
         assert sorted(Article.objects.values_list("title", flat=True)) == before
         assert retries(replica, "connect") == counted + 1
         assert current_scope().pinned["primary"] == other(replica)
+        if debug:
+            logged = connections[other(replica)].queries
+            assert any("testapp_article" in query["sql"] for query in logged)
+    for alias in REPLICAS:
+        connections[alias].force_debug_cursor = False
     assert get_monitor(get_config()).current().replicas[replica].state == DOWN
 
 
