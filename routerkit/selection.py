@@ -20,6 +20,8 @@ from routerkit.state import Scope, current_scope, forced_var, scope_var
 from routerkit.values import Requirement, Snapshot, fits
 
 _current_thread = threading.current_thread
+# The instance attribute a Django test case sets on a connection it forbids.
+_UNLISTED = "connect"
 _monotonic = time.monotonic
 
 
@@ -35,54 +37,62 @@ def read_alias(runtime: Runtime, primary: str, hints: Mapping[str, Any]) -> str:
         alias, reason = primary, metrics.FORCED
     elif primary in scope.written:
         alias, reason = primary, metrics.WRITTEN
-    elif _in_transaction(scope, primary):
-        # Reads must see the transaction's uncommitted writes and its locks.
-        # This also keeps TestCase tests (which run inside an atomic block)
-        # reading the data they created.
-        alias, reason = primary, metrics.TRANSACTION
     else:
-        snapshot = scope.snapshot
-        if snapshot is None:
-            snapshot = _unscoped_snapshot(runtime)
-        elif snapshot.expires < _monotonic():
-            snapshot = _renewed(scope, runtime)
-        requirement = scope.requirements.get(primary)
-        usable = snapshot.usable.get(primary, ())
-        pinned = scope.pinned.get(primary)
-        source = None
-        if "instance" in hints:
-            source = _instance_replica(hints["instance"], usable, snapshot, requirement)
-        if source is not None:
-            alias, reason = source, metrics.REPLICA
-        elif (
-            pinned is not None
-            and pinned in usable
-            and (requirement is None or fits(snapshot, pinned, requirement, time.time()))
-        ):
-            # The replica this request already read from: its position only
-            # moves forward, so the request's reads never go back in time. A
-            # requirement comes first: a nested restore_token() may have
-            # raised it above the replica the request is pinned to.
-            alias, reason = pinned, metrics.REPLICA
-        elif requirement is not None:
-            alias, reason = _satisfying(balancer, primary, snapshot, requirement)
+        # The connection wrappers of this thread, cached in the scope (looking
+        # them up through django.db.connections costs more than all the rest).
+        thread = _current_thread()
+        cached = scope.wrappers.get(primary)
+        wrapper = cached[1] if cached and cached[0] is thread else scope.connection(primary)
+        if wrapper.in_atomic_block:
+            # Reads must see the transaction's uncommitted writes and its
+            # locks. This also keeps TestCase tests (which run inside an
+            # atomic block) reading the data they created.
+            alias, reason = primary, metrics.TRANSACTION
         else:
-            cached = balancer.cached
-            if cached[0] is not usable:
-                cached = balancer.prepare(usable)
-            choose = cached[1]
-            if choose is not None:
-                alias, reason = choose(), metrics.REPLICA
-                guarded = snapshot.guarded
-                if guarded and alias in guarded.get(primary, ()):
-                    reason = metrics.CAPACITY
+            snapshot = scope.snapshot
+            if snapshot is None:
+                snapshot = _unscoped_snapshot(runtime)
+            elif snapshot.expires < _monotonic():
+                snapshot = _renewed(scope, runtime)
+            requirement = scope.requirements.get(primary)
+            usable = snapshot.usable.get(primary, ())
+            pinned = scope.pinned.get(primary)
+            source = None
+            if "instance" in hints:
+                source = _instance_replica(hints["instance"], usable, snapshot, requirement)
+            if source is not None:
+                alias, reason = source, metrics.REPLICA
+            elif (
+                pinned is not None
+                and pinned in usable
+                and (requirement is None or fits(snapshot, pinned, requirement, time.time()))
+            ):
+                # The replica this request already read from: its position only
+                # moves forward, so the request's reads never go back in time. A
+                # requirement comes first: a nested restore_token() may have
+                # raised it above the replica the request is pinned to.
+                alias, reason = pinned, metrics.REPLICA
+            elif requirement is not None:
+                alias, reason = _satisfying(balancer, primary, snapshot, requirement)
             else:
-                alias, reason = primary, _why_no_replica(primary, snapshot)
-        if alias != primary:
-            if _unlisted(scope, alias):
-                alias, reason = primary, metrics.UNLISTED
-            else:
-                scope.pinned[primary] = alias
+                prepared = balancer.cached
+                if prepared[0] is not usable:
+                    prepared = balancer.prepare(usable)
+                choose = prepared[1]
+                if choose is not None:
+                    alias, reason = choose(), metrics.REPLICA
+                    guarded = snapshot.guarded
+                    if guarded and alias in guarded.get(primary, ()):
+                        reason = metrics.CAPACITY
+                else:
+                    alias, reason = primary, _why_no_replica(primary, snapshot)
+            if alias != primary:
+                cached = scope.wrappers.get(alias)
+                wrapper = cached[1] if cached and cached[0] is thread else scope.connection(alias)
+                if _UNLISTED in wrapper.__dict__ and _unlisted(wrapper):
+                    alias, reason = primary, metrics.UNLISTED
+                elif alias != pinned:
+                    scope.pinned[primary] = alias
     scope.read_from.add(alias)
     if runtime.config.metrics:
         # Two dict lookups here; the Prometheus counter gets the sum when the
@@ -106,29 +116,18 @@ def _flush_unscoped(scope: Scope) -> None:
         metrics.get_metrics().record(*scope.take_counts())
 
 
-def _unlisted(scope: Scope, replica: str) -> bool:
-    """Tell whether the running Django test case forbids queries to `replica`.
+def _unlisted(wrapper: Any) -> bool:
+    """Tell whether the running Django test case forbids queries to this replica.
 
     TestCase and TransactionTestCase replace the connection methods of every
     alias a test does not list in `databases` (mirrors included) with a
     `_DatabaseFailure` that fails the test. Such a test uses its primary only,
     as it would without replicas: reads stay there. Outside tests the
-    connection has no instance attribute `connect`: one dict lookup.
+    connection has no instance attribute `connect` (_UNLISTED): the caller
+    checks that with one dict lookup before calling this.
     """
-    cached = scope.wrappers.get(replica)
-    if cached is not None and cached[0] is _current_thread():
-        wrapper = cached[1]
-    else:
-        wrapper = scope.connection(replica)
     connect = wrapper.__dict__.get("connect")
     return connect is not None and type(connect).__name__ == "_DatabaseFailure"
-
-
-def _in_transaction(scope: Scope, primary: str) -> bool:
-    cached = scope.wrappers.get(primary)
-    if cached is not None and cached[0] is _current_thread():
-        return cached[1].in_atomic_block
-    return scope.connection(primary).in_atomic_block
 
 
 def count_write(runtime: Runtime, primary: str) -> None:
