@@ -98,7 +98,7 @@ def read_alias(runtime: Runtime, primary: str, hints: Mapping[str, Any]) -> str:
         # Two dict lookups here; the Prometheus counter gets the sum when the
         # scope ends.
         scope.reads[reason][alias] += 1
-        if scope.implicit:
+        if scope.implicit and _monotonic() - scope.flushed_at >= UNSCOPED_FLUSH_SECONDS:
             _flush_unscoped(scope)
     return alias
 
@@ -110,7 +110,7 @@ UNSCOPED_FLUSH_SECONDS = 1.0
 
 
 def _flush_unscoped(scope: Scope) -> None:
-    now = time.monotonic()
+    now = _monotonic()
     if now - scope.flushed_at >= UNSCOPED_FLUSH_SECONDS:
         scope.flushed_at = now
         metrics.get_metrics().record(*scope.take_counts())
@@ -241,5 +241,10 @@ def retry_alias(runtime: Runtime, primary: str, failed: frozenset[str], *, down:
 def _unscoped_snapshot(runtime: Runtime) -> Snapshot:
     # Outside ConsistencyMiddleware and restore_token() nobody took a health
     # snapshot for this unit of work: ask the monitor, which probes at most
-    # once per interval.
-    return runtime.monitor.refresh_if_due()
+    # once per interval. Most reads find a refresh not due: one clock read.
+    monitor = runtime.monitor
+    snapshot = monitor.snapshot
+    now = _monotonic()
+    if now < monitor.due and now <= snapshot.expires:
+        return snapshot
+    return monitor.refresh_if_due()

@@ -131,7 +131,8 @@ class Monitor:
         self._publish = threading.Lock()
         # replica -> when (monotonic) a request found it unreachable
         self._marked: dict[str, float] = {}
-        self._due = 0.0
+        # When (time.monotonic()) the next refresh is due; read by unscoped reads.
+        self.due = 0.0
         self._last = 0.0
         self._in_flight: dict[str, tuple[Future[Any], float]] = {}
         self._executor: ThreadPoolExecutor | None = None
@@ -151,7 +152,7 @@ class Monitor:
     def refresh_if_due(self, max_age: float | None = None) -> Snapshot:
         """Refresh if the interval (or `max_age`) has passed and nobody else is refreshing."""
         now = time.monotonic()
-        due = self._due if max_age is None else min(self._due, self._last + max_age)
+        due = self.due if max_age is None else min(self.due, self._last + max_age)
         if now >= due and self._lock.acquire(blocking=False):
             try:
                 self._refresh()
@@ -326,7 +327,7 @@ class Monitor:
             self._marked.clear()
             self.snapshot = _published(config, snapshot, marked)
         self._last = time.monotonic()
-        self._due = self._last + lag.interval * random.uniform(0.8, 1.2)
+        self.due = self._last + lag.interval * random.uniform(0.8, 1.2)
         if config.metrics:
             from routerkit.metrics import get_metrics
 
