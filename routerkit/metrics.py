@@ -14,12 +14,12 @@ flush is what writes the shared files, so every worker's decisions are seen.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from routerkit import stats, values
-from routerkit.values import ReplicaHealth
+from routerkit.values import Snapshot
 
 # Why a decision went where it did (see routerkit.values).
 PRIMARY = values.PRIMARY
@@ -113,16 +113,12 @@ class Metrics:
         for database, number in writes.items():
             self.decisions.labels("write", database, PRIMARY).inc(number)
 
-    def observe(
-        self,
-        replicas: Iterable[ReplicaHealth],
-        guarded: Mapping[str, Iterable[str]] | None = None,
-    ) -> None:
-        """Record replica health (lag, rotation and probe time of each) and, per
-        primary, the lagging replicas kept for capacity."""
-        for primary, kept in (guarded or {}).items():
-            self.capacity_guard.labels(primary).set(len(tuple(kept)))
-        for health in replicas:
+    def observe(self, snapshot: Snapshot) -> None:
+        """Record a health snapshot: lag, rotation and probe time of each replica,
+        and per primary the lagging replicas kept for capacity."""
+        for primary, kept in snapshot.guarded.items():
+            self.capacity_guard.labels(primary).set(len(kept))
+        for health in snapshot.replicas.values():
             alias = health.alias
             self.healthy.labels(alias).set(1 if health.healthy else 0)
             if health.lag_seconds is not None:

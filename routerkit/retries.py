@@ -35,7 +35,7 @@ from routerkit.runtime import Runtime, get_runtime
 from routerkit.selection import retry_alias
 from routerkit.state import current_scope, scope_var
 from routerkit.statements import may_write
-from routerkit.writes import _text_of
+from routerkit.writes import statement_text
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -112,7 +112,7 @@ def retry_reads(
             many
             or connection.in_atomic_block
             or not _routed(primary, replica)
-            or may_write(_text_of(sql, connection))
+            or may_write(statement_text(sql, connection))
         ):
             raise
         return _retry(runtime, primary, replica, reason, cursor, sql, params)
@@ -192,7 +192,8 @@ class ReadRetryMixin(_Base):
         except OperationalError as error:
             if self.connection is not None or not _is_primary(self.alias):
                 raise
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            lines = str(error).strip().splitlines()
+            reason = lines[0] if lines else ""
             # For ConsistencyMiddleware, which may answer 503 (RETRY_AFTER).
             (scope_var.get() or current_scope()).unavailable = self.alias
             # Not chained: the driver's error holds the connection's settings.

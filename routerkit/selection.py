@@ -221,12 +221,9 @@ def retry_alias(runtime: Runtime, primary: str, failed: frozenset[str], *, down:
     """
     scope = scope_var.get() or current_scope()
     own = scope.snapshot
+    snapshot = own if own is not None and not down else runtime.monitor.current()
     if own is not None:
-        _move(scope, runtime.monitor.current() if down else own)
-        snapshot = scope.snapshot
-    else:
-        snapshot = runtime.monitor.current()
-    assert snapshot is not None
+        _move(scope, snapshot)
     usable = tuple(r for r in snapshot.usable.get(primary, ()) if r not in failed)
     scope.snapshot = replace(snapshot, usable={**snapshot.usable, primary: usable})
     if scope.pinned.get(primary) in failed:

@@ -41,7 +41,7 @@ def track_writes(
     """Execute wrapper: mark the scope as written when a statement may write."""
     alias = context["connection"].alias
     scope = current_scope()
-    if alias not in scope.written and may_write(_text_of(sql, context["connection"])):
+    if alias not in scope.written and may_write(statement_text(sql, context["connection"])):
         primary = get_config().replica_of.get(alias)
         # A write through a replica alias fails on a hot standby; it must not
         # pin the replica's cluster either way.
@@ -50,7 +50,7 @@ def track_writes(
     return execute(sql, params, many, context)
 
 
-def _text_of(sql: Any, connection: Any) -> Any:
+def statement_text(sql: Any, connection: Any) -> Any:
     """Render a psycopg `Composable` (sql.SQL, sql.Identifier...) so it can be judged."""
     if isinstance(sql, (str, bytes)) or not hasattr(sql, "as_string"):
         return sql

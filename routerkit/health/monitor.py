@@ -188,7 +188,7 @@ class Monitor:
         if self.config.metrics:
             from routerkit.metrics import get_metrics
 
-            get_metrics().observe(published.replicas.values(), published.guarded)
+            get_metrics().observe(published)
 
     def close(self) -> None:
         """Close the probes' connections."""
@@ -331,7 +331,7 @@ class Monitor:
         if config.metrics:
             from routerkit.metrics import get_metrics
 
-            get_metrics().observe(self.snapshot.replicas.values(), self.snapshot.guarded)
+            get_metrics().observe(self.snapshot)
 
 
 def _reference(
