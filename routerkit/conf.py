@@ -50,6 +50,8 @@ _TOP_KEYS = (
 # raise OverflowError inside requests.
 MAX_SECONDS_SETTING = 86_400.0  # WINDOW, MAX_SECONDS, INTERVAL: one day
 MAX_TIMEOUT_SETTING = 60.0
+# A request that waits longer for a replica than for the primary gains nothing.
+MAX_WAIT_SETTING = 5.0
 MAX_BYTES_SETTING = 2**62
 MAX_WEIGHT = 1e6
 # RFC 6265 cookie names are tokens; kept to a safe subset, with room for the
@@ -74,6 +76,9 @@ class Sticky:
     window: float = 2.0
     store: str = "cookie"
     cookie_name: str = "routerkit"
+    # Seconds a request may wait at its start for a replica to reach the
+    # client's position before reading the primary instead (0: never wait).
+    wait: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -513,7 +518,7 @@ class _Parser:
 
     def sticky(self, raw: object, obj: str) -> Sticky:
         section = self.mapping(raw, obj)
-        self.unknown_keys(section, ("MODE", "WINDOW", "STORE", "COOKIE_NAME"), obj)
+        self.unknown_keys(section, ("MODE", "WINDOW", "STORE", "COOKIE_NAME", "WAIT"), obj)
         base = Sticky()
         cookie_name = section.get("COOKIE_NAME", base.cookie_name)
         if not isinstance(cookie_name, str) or not cookie_name:
@@ -546,6 +551,13 @@ class _Parser:
                 section.get("STORE", base.store), STICKY_STORES, f"{obj}['STORE']", base.store
             ),
             cookie_name=cookie_name,
+            wait=self.number(
+                section.get("WAIT", base.wait),
+                f"{obj}['WAIT']",
+                base.wait,
+                allow_zero=True,
+                maximum=MAX_WAIT_SETTING,
+            ),
         )
 
     def lag(self, raw: object, obj: str) -> Lag:

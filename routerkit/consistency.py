@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core import signing
 from django.db import connections
 
 from routerkit import stats
-from routerkit.conf import Config
-from routerkit.health import DOWN, NOT_REPLICA, UNKNOWN, Snapshot, get_monitor
+from routerkit.conf import Cluster, Config
+from routerkit.health import DOWN, NOT_REPLICA, UNKNOWN, Monitor, Snapshot, get_monitor
 from routerkit.state import Scope
 from routerkit.values import MAX_LSN, Requirement, fits, parse_lsn
 
@@ -68,27 +70,74 @@ def encode(requirements: Mapping[str, Requirement]) -> str:
 
 def _dumps(entries: list[tuple[str, Requirement]], *, compress: bool = False) -> str:
     payload = {"v": _VERSION, "r": {alias: [req.lsn, req.until] for alias, req in entries}}
-    return signing.dumps(payload, salt=TOKEN_SALT, compress=compress)
+    token = signing.dumps(payload, salt=TOKEN_SALT, compress=compress)
+    # Signed here: the client's next request need not check it (as loaded
+    # from JSON, the payload is the same lists and numbers).
+    _verified.add(token, payload)
+    return token
 
 
 def decode(raw: str, config: Config) -> dict[str, Requirement]:
     """Return the requirements of a token, or none if it is not one we can trust.
 
     Tampered, expired, oversized and malformed tokens are ignored and counted,
-    never an error: the worst outcome is a read from the primary.
+    never an error: the worst outcome is a read from the primary. A token
+    whose signature this process already checked is not checked again.
     """
     if len(raw) > MAX_TOKEN_LENGTH:
         return _reject("oversized")
-    try:
-        payload = signing.loads(raw, salt=TOKEN_SALT, max_age=TOKEN_MAX_AGE)
-    except signing.SignatureExpired:
-        return _reject("expired")
-    except (signing.BadSignature, ValueError, json.JSONDecodeError):
-        return _reject("tampered")
+    known = _verified.get(raw)
+    if known is None:
+        try:
+            payload = signing.loads(raw, salt=TOKEN_SALT, max_age=TOKEN_MAX_AGE)
+        except signing.SignatureExpired:
+            return _reject("expired")
+        except (signing.BadSignature, ValueError, json.JSONDecodeError):
+            return _reject("tampered")
+        _verified.add(raw, payload)
+    else:
+        payload, signed_at = known
+        if time.time() - signed_at > TOKEN_MAX_AGE:
+            return _reject("expired")
     try:
         return _parse(payload, config)
     except (TypeError, ValueError, AttributeError, KeyError):
         return _reject("malformed")
+
+
+class VerifiedTokens:
+    """Tokens whose signature was checked, with when they were signed.
+
+    A client sends the same token halves request after request until it
+    writes or its floors rise: checking the HMAC once per value instead of
+    once per request is what keeps a token's cost per request under one
+    signature check. Bounded, and emptied when SECRET_KEY or its fallbacks
+    change (a key taken out of use must stop vouching for tokens). Lock-free:
+    a dict's get and set are atomic, and a lost entry costs one check.
+    """
+
+    def __init__(self, size: int = 8192) -> None:
+        self._size = size
+        self._entries: dict[str, tuple[Any, float]] = {}
+        self._keys: tuple[object, object] = (None, None)
+
+    def get(self, raw: str) -> tuple[Any, float] | None:
+        keys = (settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS)
+        if keys[0] is not self._keys[0] or keys[1] is not self._keys[1]:
+            self._entries = {}
+            self._keys = keys
+            return None
+        return self._entries.get(raw)
+
+    def add(self, raw: str, payload: Any) -> None:
+        entries = self._entries
+        if len(entries) >= self._size:
+            entries = self._entries = {}
+        # Django's format is value:timestamp:signature, the timestamp in base 62.
+        entries[raw] = (payload, signing.b62_decode(raw.rsplit(":", 2)[-2]))
+
+
+_verified = VerifiedTokens()
 
 
 def _parse(payload: Any, config: Config) -> dict[str, Requirement]:
@@ -154,14 +203,10 @@ def start(scope: Scope, tokens: Tokens, config: Config, outer: Scope | None = No
             _adopt(scope, outer, config)
         scope.requirements = _merged(scope.requirements, scope.received, scope.received_seen)
     monitor = get_monitor(config)
-    snapshot = monitor.current()
-    # Look again soon only if no usable replica can serve the client yet.
-    pending = any(
-        not any(fits(snapshot, r, requirement, time.time()) for r in snapshot.usable.get(p, ()))
-        for p, requirement in scope.requirements.items()
-        if requirement.lsn is not None
-    )
-    scope.snapshot = monitor.refresh_if_due(PENDING_REFRESH if pending else None)
+    snapshot = monitor.refresh_if_due()
+    if scope.requirements:
+        snapshot = _caught_up(scope.requirements, snapshot, config, monitor)
+    scope.snapshot = snapshot
 
 
 def _adopt(scope: Scope, outer: Scope, config: Config) -> None:
@@ -259,21 +304,26 @@ def _written(scope: Scope, config: Config, now: float) -> dict[str, Requirement]
 
 
 def _seen(scope: Scope, config: Config, snapshot: Snapshot) -> dict[str, Requirement] | None:
-    """Monotonic-read floors after this unit of work, or None if none rose."""
+    """Monotonic-read floors after this unit of work, or None if none rose.
+
+    Each floor is a position the unit of work is known to have read at
+    least, from its own health snapshot (taken before its first read): a
+    replica's replay position as probed or checked, or for a read on the
+    primary the primary's position then. The primary is not asked where it
+    is now: that costs a query per request, and its position now stays just
+    ahead of the replicas while anyone writes, so a client whose requests
+    come faster than the lag would never return to a replica.
+    """
     floors = dict(scope.received_seen)
     rose = False
+    read = scope.snapshot or snapshot
     for alias in scope.read_from:
         primary = config.primary_of(alias)
         if primary not in config.clusters or not config.cluster(primary).replicas:
             continue
-        if alias == primary:
-            if primary in scope.written:
-                continue  # the write position covers it
-            # What a read on the primary saw is bounded by its position now.
-            position = _position(primary, "pg_current_wal_lsn", config)
-        else:
-            # As last probed: the read may have seen a little more (see README).
-            position = snapshot.position(alias)
+        if alias == primary and primary in scope.written:
+            continue  # the write position covers it
+        position = read.position(alias)
         previous = floors.get(primary, Requirement())
         if position is not None and (previous.lsn is None or position > previous.lsn):
             floors[primary] = previous.merge(lsn=position)
@@ -317,6 +367,82 @@ def _satisfied(
 _UNSETTLED = frozenset((DOWN, UNKNOWN, NOT_REPLICA))
 
 
+def _caught_up(
+    requirements: Mapping[str, Requirement], snapshot: Snapshot, config: Config, monitor: Monitor
+) -> Snapshot:
+    """Ask the replicas themselves whether they have replayed what the client requires.
+
+    The health snapshot dates from the last probe, which is older than a
+    client's write of a moment ago: by the snapshot, no replica could serve
+    the client's next read. For each cluster where that is so, its usable
+    replicas are asked for their replay position, the furthest along (as
+    last known) first, until one has replayed the client's: one light query
+    per replica asked, on the probe's connection, none on the primary. With
+    STICKY["WAIT"] they are asked again until one catches up or the wait is
+    over. The monitor publishes the answers to every unit of work.
+    """
+    now = time.time()
+    for primary, requirement in requirements.items():
+        lsn = requirement.lsn
+        if lsn is None or (requirement.until is not None and requirement.until > now):
+            continue
+        usable = snapshot.usable.get(primary, ())
+        if not usable or any(fits(snapshot, r, requirement, now) for r in usable):
+            continue
+        asked = _by_position(usable, snapshot, config.cluster(primary))
+        snapshot = _ask(asked, lsn, snapshot, config.sticky.wait, monitor)
+    return snapshot
+
+
+# Outcomes of asking a replica (the `outcome` label of routerkit_replica_checks_total).
+CAUGHT_UP = "caught_up"  # it had replayed the client's position: the read goes there
+BEHIND = "behind"  # it had not (after STICKY["WAIT"], if set)
+FAILED = "failed"  # it did not answer, and is marked down
+CHECK_OUTCOMES = (CAUGHT_UP, BEHIND, FAILED)
+
+# Between two rounds while waiting (STICKY["WAIT"]): replay is usually a
+# matter of milliseconds, and asking costs a fraction of one.
+_FIRST_PAUSE = 0.001
+_LONGEST_PAUSE = 0.01
+
+
+def _by_position(usable: tuple[str, ...], snapshot: Snapshot, cluster: Cluster) -> list[str]:
+    """Usable, undrained replicas, the furthest along as last known first (ties at random)."""
+    weights = dict(zip(cluster.replicas, cluster.weights, strict=True))
+    serving = [r for r in usable if weights.get(r, 1.0) > 0]
+    random.shuffle(serving)
+    serving.sort(key=lambda r: snapshot.position(r) or -1, reverse=True)
+    return serving
+
+
+def _ask(
+    replicas: list[str], lsn: int, snapshot: Snapshot, wait: float, monitor: Monitor
+) -> Snapshot:
+    """Ask `replicas` until one has replayed `lsn`; return the snapshot with their answers."""
+    deadline = time.monotonic() + wait
+    pause = _FIRST_PAUSE
+    while replicas:
+        answered = []
+        for replica in replicas:
+            position = monitor.replay_position(replica)
+            if position is None:
+                stats.incr("replica_check", replica, FAILED)
+                continue
+            snapshot = snapshot.advanced(replica, position)
+            if position >= lsn:
+                stats.incr("replica_check", replica, CAUGHT_UP)
+                return snapshot
+            answered.append(replica)
+        replicas = answered
+        if time.monotonic() + pause > deadline:
+            break
+        time.sleep(pause)
+        pause = min(pause * 2, _LONGEST_PAUSE)
+    for replica in replicas:
+        stats.incr("replica_check", replica, BEHIND)
+    return snapshot
+
+
 def _position(primary: str, function: str, config: Config) -> int | None:
     """Read the primary's position on the request's own connection.
 
@@ -339,9 +465,3 @@ def _position(primary: str, function: str, config: Config) -> int | None:
     if position is not None:
         get_monitor(config).positions.add(primary, position)
     return position
-
-
-# With a position still waiting on replication, look at replica health this
-# often at most: replicas usually replay within milliseconds, and a fresh look
-# lets the read go to one instead of the primary. Bounded by LAG.TIMEOUT.
-PENDING_REFRESH = 0.05

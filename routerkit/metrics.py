@@ -98,6 +98,13 @@ class Metrics:
             ["database", "reason"],
             registry=registry,
         )
+        self.replica_checks = Counter(
+            "routerkit_replica_checks",
+            "Replicas asked for their replay position at the start of a request whose "
+            "client's position the last probe did not show, by replica and outcome.",
+            ["database", "outcome"],
+            registry=registry,
+        )
         self.tokens_rejected = Counter(
             "routerkit_tokens_rejected",
             "Consistency tokens ignored, by reason (tampered, expired, oversized, malformed).",
@@ -134,6 +141,8 @@ class Metrics:
             self.tokens_rejected.labels(key[1]).inc()
         elif key[0] == "probe_failure":
             self.probe_failures.labels(key[1]).inc()
+        elif key[0] == "replica_check":
+            self.replica_checks.labels(key[1], key[2]).inc()
         elif key[0] == "read_retry":
             self.read_retries.labels(key[1], key[2]).inc()
 

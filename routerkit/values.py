@@ -7,7 +7,7 @@ these, and nothing here knows where they come from.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # -- WAL positions ----------------------------------------------------------
 
@@ -123,6 +123,18 @@ class Snapshot:
         if health is not None:
             return health.replay_lsn
         return self.primary_lsn.get(alias)
+
+    def advanced(self, replica: str, replay_lsn: int) -> Snapshot:
+        """Return this snapshot with a replica known to have replayed `replay_lsn`.
+
+        A replica's position only moves forward: a lower one changes nothing.
+        Health, lag and the rotation stay as they were judged.
+        """
+        health = self.replicas.get(replica)
+        if health is None or (health.replay_lsn is not None and health.replay_lsn >= replay_lsn):
+            return self
+        replicas = {**self.replicas, replica: replace(health, replay_lsn=replay_lsn)}
+        return replace(self, replicas=replicas)
 
 
 def fits(snapshot: Snapshot, replica: str, requirement: Requirement, now: float) -> bool:

@@ -252,7 +252,9 @@ class PgCluster:
         ports: Sequence[int] | None = None,
         replicas: int = 2,
         base_dir: Path | None = None,
+        settings: Mapping[str, str | int] | None = None,
     ) -> None:
+        """`settings` go into every node's postgresql.conf (replicas copy the primary's)."""
         if replicas < 0:
             raise ValueError("replicas must be >= 0")
         if ports is None:
@@ -298,6 +300,7 @@ class PgCluster:
         # pg_basebackup -R wrote a replica's primary_conninfo there)
         self._configured: dict[str, set[str]] = {}
         self._frozen: set[str] = set()  # nodes whose processes are stopped (SIGSTOP)
+        self._settings = dict(settings or {})
         _LIVE.add(self)  # the atexit hook stops us even if the caller never does
 
     def __repr__(self) -> str:
@@ -750,6 +753,7 @@ class PgCluster:
                 "wal_retrieve_retry_interval": "100ms",
                 "max_connections": 100,
                 "shared_buffers": "32MB",
+                **self._settings,
             },
         )
         (node.data_dir / "pg_hba.conf").write_text(HBA)

@@ -87,6 +87,8 @@ class TestParse:
                 ["routerkit.E103"],
             ),
             ({"STICKY": {"WINDOW": -1}}, ["routerkit.E104"]),
+            ({"STICKY": {"WAIT": 6}}, ["routerkit.E104"]),
+            ({"STICKY": {"WAIT": "0.1"}}, ["routerkit.E101"]),
             ({"LAG": {"TIMEOUT": 0}}, ["routerkit.E104"]),
             ({"LAG": {"MAX_BYTES": 0}}, ["routerkit.E104"]),
             ({"REPLICAS": {"primary": {"replica1": -1}}}, ["routerkit.E104"]),

@@ -11,17 +11,20 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 from uuid import uuid4
 
 import pytest
 from django.core import signing
+from django.db import connections
 from django.test import AsyncClient, Client, override_settings
+from django.test.utils import CaptureQueriesContext
 
 from routerkit import capture_token, consistency_scope, restore_token, stats
 from routerkit.conf import get_config
 from routerkit.consistency import TOKEN_SALT, decode, encode
 from routerkit.health import Snapshot, get_monitor
-from routerkit.values import Requirement
+from routerkit.values import Requirement, parse_lsn
 from tests.pgcluster import PgCluster
 from tests.settings import MIDDLEWARE, ROUTERKIT
 from tests.testapp.models import Article
@@ -380,6 +383,33 @@ class TestTokens:
         client.cookies[COOKIE] = encode({"primary": Requirement(lsn=2**40)})
         assert served(client, pk) == (200, "primary")
 
+    def test_a_token_costs_one_signature_check_per_process(
+        self, pk: int, client: Client, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The same token again is not checked again; one issued here is never checked."""
+        loads = mock.Mock(wraps=signing.loads)
+        monkeypatch.setattr(signing, "loads", loads)
+        position = 2**40 + uuid4().int % 2**20  # a token no earlier test made
+        client.cookies[COOKIE] = signing.dumps(
+            {"v": 1, "r": {"primary": [position, None]}}, salt=TOKEN_SALT
+        )  # as another process of the site would sign it
+        assert {served(client, pk) for _ in range(3)} == {(200, "primary")}
+        assert loads.call_count == 1
+        client.cookies[COOKIE] = encode({"primary": Requirement(lsn=position + 1)})
+        assert served(client, pk) == (200, "primary")
+        assert loads.call_count == 1
+
+    def test_a_retired_secret_key_no_longer_vouches_for_a_token_seen_before(
+        self, pk: int, client: Client
+    ) -> None:
+        client.cookies[COOKIE] = encode({"primary": Requirement(lsn=2**40)})
+        assert served(client, pk) == (200, "primary")
+        client.cookies.pop(f"{COOKIE}_seen", None)  # the floor that read set: one token
+        before = stats.get("token_rejected", "tampered")
+        with override_settings(SECRET_KEY="another key " * 5):
+            assert served(client, pk) == (404, None)
+        assert stats.get("token_rejected", "tampered") == before + 1
+
     def test_cookie_flags(self, cluster: PgCluster, client: Client) -> None:
         """The token cookie is HttpOnly and SameSite=Lax, and Secure on HTTPS."""
         client.post("/articles/", {"title": "x"})
@@ -472,22 +502,139 @@ class TestTasks:
         assert requirement.until is not None
 
 
-class TestMonotonicAcrossRequests:
-    def test_a_read_on_the_primary_is_never_followed_by_an_older_replica(
-        self, replication: PgCluster, client: Client
-    ) -> None:
-        """Having seen another client's row through use_primary(), the next read finds it too.
+@pytest.fixture
+def unprobed(replication: PgCluster) -> Iterator[PgCluster]:
+    """The real cluster, probed only when a test says so (INTERVAL of a minute)."""
+    with override_settings(ROUTERKIT=routerkit_settings(LAG={"INTERVAL": 60})):
+        refresh()
+        yield replication
 
-        The health snapshot predates that row: the floor must come from the
-        primary itself, not from the last probe.
+
+def seen_floor(client: Client) -> int | None:
+    raw = client.cookies.get(f"{COOKIE}_seen")
+    return decode(raw.value, get_config())["primary"].lsn if raw else None
+
+
+class TestMonotonicAcrossRequests:
+    def test_a_read_on_the_primary_raises_the_floor_to_the_snapshots_position(
+        self, unprobed: PgCluster, client: Client
+    ) -> None:
+        """After a read served by the primary, the client goes back to replicas at once.
+
+        Another client wrote after the last probe, so the primary is now ahead
+        of both (paused) replicas. The floor is where the primary was at the
+        request's snapshot, which the replicas have replayed; the primary is
+        not asked for its position (one query on it: the read itself). Were
+        the floor the primary's position now, every later read would stay on
+        the primary for as long as anyone writes faster than replicas replay.
         """
+        with consistency_scope(isolated=True):
+            old = Article.objects.create(title=uuid4().hex).pk
         for replica in REPLICAS:
-            replication.pause_replay(replica)
-        refresh()  # the last probe, before the other client's write
+            unprobed.wait_replayed(replica)
+            unprobed.pause_replay(replica)
+        snapshot = refresh()
+        with consistency_scope(isolated=True):
+            Article.objects.create(title=uuid4().hex)  # another client's write
+        with CaptureQueriesContext(connections["primary"]) as queries:
+            assert client.get(f"/primary/articles/{old}/").json()["db"] == "primary"
+        assert len(queries) == 1
+        # Both replicas have replayed the snapshot's position: no floor to send.
+        assert all(snapshot.position(r) == snapshot.primary_lsn["primary"] for r in REPLICAS)
+        assert seen_floor(client) is None
+        assert served(client, old) in {(200, "replica1"), (200, "replica2")}
+
+    def test_the_floor_never_lets_a_replica_behind_the_snapshot_serve(
+        self, unprobed: PgCluster, client: Client
+    ) -> None:
+        """A replica behind the position the primary had at the snapshot is not read from."""
+        for replica in REPLICAS:
+            unprobed.pause_replay(replica)
         with consistency_scope(isolated=True):
             article = Article.objects.create(title=uuid4().hex).pk
+        assert refresh().primary_lsn["primary"] == parse_lsn(unprobed.current_lsn())
         assert client.get(f"/primary/articles/{article}/").json()["db"] == "primary"
+        assert seen_floor(client) == refresh().primary_lsn["primary"]
         assert served(client, article) == (200, "primary")
+
+
+class TestReplicaCheck:
+    """A replica is asked for its position when the last probe predates the client's write."""
+
+    def test_a_replica_that_replayed_the_write_serves_it_before_any_probe_shows_it(
+        self, unprobed: PgCluster, client: Client
+    ) -> None:
+        monitor = get_monitor(get_config())
+        due = monitor.due
+        pk = post(client)
+        for replica in REPLICAS:
+            unprobed.wait_replayed(replica)
+        written = decode_written(client)["primary"].lsn
+        assert all(
+            (monitor.snapshot.position(r) or 0) < written for r in REPLICAS
+        )  # by the probe, no replica could serve it
+        checks = sum(stats.get("replica_check", r, "caught_up") for r in REPLICAS)
+        with CaptureQueriesContext(connections["primary"]) as queries:
+            status, db = served(client, pk)
+        assert (status, db in REPLICAS) == (200, True)
+        assert len(queries) == 0
+        assert sum(stats.get("replica_check", r, "caught_up") for r in REPLICAS) == checks + 1
+        # Published for every client of the process; and no probe was run.
+        assert monitor.snapshot.position(db) >= written
+        assert monitor.due == due
+        assert served(client, pk) == (200, db)
+
+    def test_a_replica_still_behind_leaves_the_read_to_the_primary_without_a_probe(
+        self, unprobed: PgCluster, client: Client
+    ) -> None:
+        """Requests waiting on replication ask each replica once and never refresh."""
+        monitor = get_monitor(get_config())
+        pk = written_while_paused(unprobed, client)
+        due = monitor.due
+        behind = sum(stats.get("replica_check", r, "behind") for r in REPLICAS)
+        assert {served(client, pk) for _ in range(5)} == {(200, "primary")}
+        assert sum(stats.get("replica_check", r, "behind") for r in REPLICAS) == behind + 10
+        assert monitor.due == due
+        unprobed.resume_replay("replica2")
+        unprobed.wait_replayed("replica2")
+        assert served(client, pk) == (200, "replica2")
+        assert monitor.due == due
+
+    def test_wait_lets_a_replica_catch_up_instead_of_reading_the_primary(
+        self, replication: PgCluster, client: Client
+    ) -> None:
+        """With STICKY["WAIT"], the read waits for replay resumed meanwhile."""
+        settings = routerkit_settings(LAG={"INTERVAL": 60}, STICKY={"WAIT": 5.0})
+        with override_settings(ROUTERKIT=settings):
+            refresh()
+            pk = written_while_paused(replication, client)
+            resume = threading.Timer(0.3, replication.resume_replay, ("replica1",))
+            resume.start()
+            try:
+                assert served(client, pk) == (200, "replica1")
+            finally:
+                resume.join()
+
+    def test_a_replica_that_cannot_be_asked_is_marked_down(
+        self, unprobed: PgCluster, client: Client
+    ) -> None:
+        """An unanswered check takes the replica out at once; the request is still answered.
+
+        replica1 is behind the client's write, and by the last probe replica2
+        is ahead of it: replica2 is asked first, and has stopped since.
+        """
+        unprobed.pause_replay("replica1")
+        with consistency_scope(isolated=True):
+            Article.objects.create(title=uuid4().hex)
+        unprobed.wait_replayed("replica2")
+        snapshot = refresh()
+        assert snapshot.position("replica2") > snapshot.position("replica1")
+        pk = post(client)
+        unprobed.stop_node("replica2")
+        failed = stats.get("replica_check", "replica2", "failed")
+        assert served(client, pk) == (200, "primary")
+        assert stats.get("replica_check", "replica2", "failed") == failed + 1
+        assert get_monitor(get_config()).snapshot.replicas["replica2"].state == "down"
 
 
 class TestResilience:

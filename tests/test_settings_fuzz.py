@@ -84,6 +84,7 @@ routerkit_settings = st.fixed_dictionaries(
                     "WINDOW": numbers,
                     "STORE": st.one_of(st.sampled_from(["cookie", "session", "cache"]), junk),
                     "COOKIE_NAME": st.one_of(st.text(max_size=20), junk),
+                    "WAIT": numbers,
                 },
             ),
             junk,
@@ -178,7 +179,7 @@ def test_no_setting_makes_a_request_raise(raw: dict[str, Any], cookie: str, writ
 
 @contextlib.contextmanager
 def _no_probes() -> Iterator[None]:
-    def unknown(self: Monitor, max_age: float | None = None) -> Any:
+    def unknown(self: Monitor) -> Any:
         return unknown_snapshot(self.config)
 
     with (

@@ -133,7 +133,6 @@ class Monitor:
         self._marked: dict[str, float] = {}
         # When (time.monotonic()) the next refresh is due; read by unscoped reads.
         self.due = 0.0
-        self._last = 0.0
         self._in_flight: dict[str, tuple[Future[Any], float]] = {}
         self._executor: ThreadPoolExecutor | None = None
         self._pid = 0
@@ -149,11 +148,9 @@ class Monitor:
             return unknown_snapshot(self.config, expires=now + self.config.lag.interval)
         return snapshot
 
-    def refresh_if_due(self, max_age: float | None = None) -> Snapshot:
-        """Refresh if the interval (or `max_age`) has passed and nobody else is refreshing."""
-        now = time.monotonic()
-        due = self.due if max_age is None else min(self.due, self._last + max_age)
-        if now >= due and self._lock.acquire(blocking=False):
+    def refresh_if_due(self) -> Snapshot:
+        """Refresh if the interval has passed and nobody else is refreshing."""
+        if time.monotonic() >= self.due and self._lock.acquire(blocking=False):
             try:
                 self._refresh()
             finally:
@@ -190,6 +187,28 @@ class Monitor:
 
             get_metrics().observe(published)
 
+    def replay_position(self, replica: str) -> int | None:
+        """Ask a replica where its replay is now, on its probe's connection.
+
+        For a request whose client's position is newer than the last probe.
+        Bounded like a probe (LAG.TIMEOUT on the server, the probe's connect
+        timeout); a replica that does not answer is marked down. The answer
+        is published: every unit of work that takes a snapshot from here on
+        sees it, so clients waiting on nearby positions need not ask again.
+        """
+        primary = self.config.replica_of[replica]
+        probe = self._probe(replica)
+        try:
+            # A mirror (the test runner's) is its primary's own database.
+            position = probe.primary().lsn if is_mirror(replica, primary) else probe.replay()
+        except ProbeError:
+            self.mark_down(replica)
+            return None
+        if position is not None:
+            with self._publish:
+                self.snapshot = self.snapshot.advanced(replica, position)
+        return position
+
     def close(self) -> None:
         """Close the probes' connections."""
         for probe in self._probes.values():
@@ -204,7 +223,10 @@ class Monitor:
     def _probe(self, alias: str) -> Probe:
         probe = self._probes.get(alias)
         if probe is None:
-            probe = self._probes[alias] = self._probe_factory(alias, self.config.lag.timeout)
+            # Requests ask replicas too (replay_position): one probe wins.
+            probe = self._probes.setdefault(
+                alias, self._probe_factory(alias, self.config.lag.timeout)
+            )
         return probe
 
     def _call(self, alias: str) -> Callable[[], object]:
@@ -326,8 +348,7 @@ class Monitor:
             }
             self._marked.clear()
             self.snapshot = _published(config, snapshot, marked)
-        self._last = time.monotonic()
-        self.due = self._last + lag.interval * random.uniform(0.8, 1.2)
+        self.due = time.monotonic() + lag.interval * random.uniform(0.8, 1.2)
         if config.metrics:
             from routerkit.metrics import get_metrics
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -24,6 +25,8 @@ class Probe(Protocol):
 
     def replica(self) -> ReplicaStatus: ...
 
+    def replay(self) -> int | None: ...
+
     def close(self) -> None: ...
 
 
@@ -35,6 +38,9 @@ class PostgresProbe:
         self.timeout = timeout
         self._connection: Any = None
         self._target: tuple[Any, ...] = ()
+        # The monitor's probe threads and requests checking a replica's
+        # position (Monitor.replay_position) share the connection.
+        self._lock = threading.Lock()
 
     def _cursor(self) -> Any:
         wrapper = connections[self.alias]
@@ -72,7 +78,7 @@ class PostgresProbe:
 
     def _fetch(self, sql: str) -> tuple[Any, ...]:
         try:
-            with self._cursor() as cursor:
+            with self._lock, self._cursor() as cursor:
                 cursor.execute(sql)
                 row = cursor.fetchone()
         except ProbeError:
@@ -106,6 +112,10 @@ class PostgresProbe:
             streaming=streaming,
         )
 
+    def replay(self) -> int | None:
+        (replay,) = self._fetch("SELECT pg_last_wal_replay_lsn()::text")
+        return parse_lsn(replay) if replay else None
+
     def close(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
@@ -129,6 +139,9 @@ class PositionlessProbe:
         return ReplicaStatus(
             in_recovery=True, replay_lsn=None, receive_lsn=None, replay_age=0.0, streaming=True
         )
+
+    def replay(self) -> int | None:
+        return None
 
     def close(self) -> None:
         pass
