@@ -25,7 +25,15 @@ from django.db import connections
 
 from routerkit import stats
 from routerkit.conf import Cluster, Config
-from routerkit.health import DOWN, NOT_REPLICA, UNKNOWN, Monitor, Snapshot, get_monitor
+from routerkit.health import (
+    DOWN,
+    NOT_REPLICA,
+    UNKNOWN,
+    Monitor,
+    Snapshot,
+    get_monitor,
+    select_text,
+)
 from routerkit.state import Scope
 from routerkit.values import MAX_LSN, Requirement, fits, parse_lsn
 
@@ -293,7 +301,7 @@ def _written(scope: Scope, config: Config, now: float) -> dict[str, Requirement]
         # that has not probed yet must still hand out a position.
         lsn = None
         if config.sticky.mode == "lsn":
-            lsn = _position(primary, "pg_current_wal_insert_lsn", config)
+            lsn = _write_position(primary, config)
         if lsn is not None:
             requirements[primary] = previous.merge(lsn=lsn)
         else:
@@ -308,8 +316,9 @@ def _seen(scope: Scope, config: Config, snapshot: Snapshot) -> dict[str, Require
 
     Each floor is a position the unit of work is known to have read at
     least, from its own health snapshot (taken before its first read): a
-    replica's replay position as probed or checked, or for a read on the
-    primary the primary's position then. The primary is not asked where it
+    replica's replay position as probed or asked, at most the primary's
+    position in that snapshot, which is also the floor of a read on the
+    primary. The primary is not asked where it
     is now: that costs a query per request, and its position now stays just
     ahead of the replicas while anyone writes, so a client whose requests
     come faster than the lag would never return to a replica.
@@ -323,7 +332,13 @@ def _seen(scope: Scope, config: Config, snapshot: Snapshot) -> dict[str, Require
             continue
         if alias == primary and primary in scope.written:
             continue  # the write position covers it
+        # At most the primary's position at the snapshot: answers published
+        # since move replicas on all the time, and a floor that rose with each
+        # would mean a new token (an HMAC and a cookie) on every request.
         position = read.position(alias)
+        cap = read.primary_lsn.get(primary)
+        if position is not None and cap is not None:
+            position = min(position, cap)
         previous = floors.get(primary, Requirement())
         if position is not None and (previous.lsn is None or position > previous.lsn):
             floors[primary] = previous.merge(lsn=position)
@@ -335,8 +350,12 @@ def _merged(*parts: dict[str, Requirement]) -> dict[str, Requirement]:
     merged: dict[str, Requirement] = {}
     for part in parts:
         for primary, requirement in part.items():
-            previous = merged.get(primary, Requirement())
-            merged[primary] = previous.merge(lsn=requirement.lsn, until=requirement.until)
+            previous = merged.get(primary)
+            merged[primary] = (
+                requirement
+                if previous is None
+                else previous.merge(lsn=requirement.lsn, until=requirement.until)
+            )
     return merged
 
 
@@ -370,16 +389,19 @@ _UNSETTLED = frozenset((DOWN, UNKNOWN, NOT_REPLICA))
 def _caught_up(
     requirements: Mapping[str, Requirement], snapshot: Snapshot, config: Config, monitor: Monitor
 ) -> Snapshot:
-    """Ask the replicas themselves whether they have replayed what the client requires.
+    """Ask a replica itself whether it has replayed what the client requires.
 
     The health snapshot dates from the last probe, which is older than a
     client's write of a moment ago: by the snapshot, no replica could serve
-    the client's next read. For each cluster where that is so, its usable
-    replicas are asked for their replay position, the furthest along (as
-    last known) first, until one has replayed the client's: one light query
-    per replica asked, on the probe's connection, none on the primary. With
-    STICKY["WAIT"] they are asked again until one catches up or the wait is
-    over. The monitor publishes the answers to every unit of work.
+    the client's next read. For each cluster where that is so, the usable
+    replica furthest along as far as the process knows (probes and other
+    requests' answers) is asked for its replay position: one light query on
+    the probe's connection, shared by the requests that need it at the same
+    moment, none on the primary. Replicas the process knows to be behind that
+    one are not asked: when it has not replayed the client's position, they
+    are unlikely to have, and asking every replica would multiply the cost of
+    every read that follows a write. With STICKY["WAIT"] the request asks
+    again until the replica catches up or the wait is over.
     """
     now = time.time()
     for primary, requirement in requirements.items():
@@ -389,15 +411,14 @@ def _caught_up(
         usable = snapshot.usable.get(primary, ())
         if not usable or any(fits(snapshot, r, requirement, now) for r in usable):
             continue
-        asked = _by_position(usable, snapshot, config.cluster(primary))
-        snapshot = _ask(asked, lsn, snapshot, config.sticky.wait, monitor)
+        snapshot = _ask(usable, config.cluster(primary), lsn, snapshot, config.sticky.wait, monitor)
     return snapshot
 
 
 # Outcomes of asking a replica (the `outcome` label of routerkit_replica_checks_total).
 CAUGHT_UP = "caught_up"  # it had replayed the client's position: the read goes there
 BEHIND = "behind"  # it had not (after STICKY["WAIT"], if set)
-FAILED = "failed"  # it did not answer, and is marked down
+FAILED = "failed"  # it did not answer within LAG.TIMEOUT, or failed (then it is marked down)
 CHECK_OUTCOMES = (CAUGHT_UP, BEHIND, FAILED)
 
 # Between two rounds while waiting (STICKY["WAIT"]): replay is usually a
@@ -406,45 +427,52 @@ _FIRST_PAUSE = 0.001
 _LONGEST_PAUSE = 0.01
 
 
-def _by_position(usable: tuple[str, ...], snapshot: Snapshot, cluster: Cluster) -> list[str]:
-    """Usable, undrained replicas, the furthest along as last known first (ties at random)."""
+def _furthest(usable: tuple[str, ...], known: Snapshot, cluster: Cluster) -> str | None:
+    """The usable, undrained replica furthest along in `known` (ties drawn at random)."""
     weights = dict(zip(cluster.replicas, cluster.weights, strict=True))
     serving = [r for r in usable if weights.get(r, 1.0) > 0]
+    if not serving:
+        return None
     random.shuffle(serving)
-    serving.sort(key=lambda r: snapshot.position(r) or -1, reverse=True)
-    return serving
+    return max(serving, key=lambda r: known.position(r) or -1)
 
 
 def _ask(
-    replicas: list[str], lsn: int, snapshot: Snapshot, wait: float, monitor: Monitor
+    usable: tuple[str, ...],
+    cluster: Cluster,
+    lsn: int,
+    snapshot: Snapshot,
+    wait: float,
+    monitor: Monitor,
 ) -> Snapshot:
-    """Ask `replicas` until one has replayed `lsn`; return the snapshot with their answers."""
+    """Ask the furthest replica (until `wait` is over) whether it has replayed `lsn`.
+
+    While waiting, each round asks the furthest as of the answers so far:
+    every answer is published, so a replica that moves on is asked next.
+    """
     deadline = time.monotonic() + wait
     pause = _FIRST_PAUSE
-    while replicas:
-        answered = []
-        for replica in replicas:
-            position = monitor.replay_position(replica)
-            if position is None:
-                stats.incr("replica_check", replica, FAILED)
-                continue
-            snapshot = snapshot.advanced(replica, position)
-            if position >= lsn:
-                stats.incr("replica_check", replica, CAUGHT_UP)
-                return snapshot
-            answered.append(replica)
-        replicas = answered
+    while True:
+        replica = _furthest(usable, monitor.snapshot, cluster)
+        if replica is None:
+            return snapshot
+        position = monitor.replay_position(replica, lsn)
+        if position is None:
+            stats.incr("replica_check", replica, FAILED)
+            return snapshot
+        snapshot = snapshot.advanced(replica, position)
+        if position >= lsn:
+            stats.incr("replica_check", replica, CAUGHT_UP)
+            return snapshot
         if time.monotonic() + pause > deadline:
-            break
+            stats.incr("replica_check", replica, BEHIND)
+            return snapshot
         time.sleep(pause)
         pause = min(pause * 2, _LONGEST_PAUSE)
-    for replica in replicas:
-        stats.incr("replica_check", replica, BEHIND)
-    return snapshot
 
 
-def _position(primary: str, function: str, config: Config) -> int | None:
-    """Read the primary's position on the request's own connection.
+def _write_position(primary: str, config: Config) -> int | None:
+    """Read the primary's position after a write, on the request's own connection.
 
     The monitor learns it too: replicas are judged against the newest
     position of their primary, also while its probe is slow.
@@ -453,12 +481,13 @@ def _position(primary: str, function: str, config: Config) -> int | None:
     if connection.vendor != "postgresql" or connection.in_atomic_block:
         return None
     try:
-        with connection.cursor() as cursor:
-            # pg_current_wal_insert_lsn() is at or past the end of every commit
-            # record written so far, even with synchronous_commit off.
-            cursor.execute(f"SELECT {function}()::text")
-            row = cursor.fetchone()
-        position = parse_lsn(row[0]) if row else None
+        connection.ensure_connection()
+        # On the driver's connection: Django's cursor wrapper, execute wrappers
+        # and query log would cost more than the query. pg_current_wal_insert_lsn()
+        # is at or past the end of every commit record written so far, even
+        # with synchronous_commit off.
+        text = select_text(connection.connection, "SELECT pg_current_wal_insert_lsn()::text")
+        position = parse_lsn(text) if text else None
     except Exception:
         logger.warning("routerkit: could not read the WAL position of %r", primary)
         return None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
@@ -49,6 +50,8 @@ class Metrics:
             ["operation", "database", "reason"],
             registry=registry,
         )
+        # labels() costs more than the increment: its children, looked up once.
+        self._decision_children: dict[tuple[str, str, str], Any] = {}
         # In multiprocess mode every worker measures the same replicas: the
         # most recent measurement is the one to show.
         self.lag_seconds = Gauge(
@@ -114,11 +117,20 @@ class Metrics:
 
     def record(self, reads: Mapping[str, Mapping[str, int]], writes: Mapping[str, int]) -> None:
         """Add decision counts: reads by reason and database, writes by database."""
+        children = self._decision_children
         for reason, by_database in reads.items():
             for database, number in by_database.items():
-                self.decisions.labels("read", database, reason).inc(number)
+                key = ("read", database, reason)
+                child = children.get(key)
+                if child is None:
+                    child = children[key] = self.decisions.labels(*key)
+                child.inc(number)
         for database, number in writes.items():
-            self.decisions.labels("write", database, PRIMARY).inc(number)
+            key = ("write", database, PRIMARY)
+            child = children.get(key)
+            if child is None:
+                child = children[key] = self.decisions.labels(*key)
+            child.inc(number)
 
     def observe(self, snapshot: Snapshot) -> None:
         """Record a health snapshot: lag, rotation and probe time of each replica,

@@ -7,6 +7,7 @@ is given; it never deletes one.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from typing import Protocol
 
@@ -141,8 +142,9 @@ def _keys(client: str) -> tuple[str, str]:
     return (f"routerkit:token:{client}", f"routerkit:seen:{client}")
 
 
+@functools.lru_cache(maxsize=16)
 def store_for(sticky: Sticky) -> Store:
-    """Return the store STICKY["STORE"] names."""
+    """Return the store STICKY["STORE"] names (stores keep no state: one per setting)."""
     if sticky.store == "session":
         return SessionStore(sticky)
     if sticky.store == "cache":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 # -- WAL positions ----------------------------------------------------------
 
@@ -41,10 +42,20 @@ class Requirement:
     until: float | None = None  # wall clock: reads stay on the primary until then
 
     def merge(self, lsn: int | None = None, until: float | None = None) -> Requirement:
-        return Requirement(
-            lsn=max(filter(None, (self.lsn, lsn)), default=None),
-            until=max(filter(None, (self.until, until)), default=None),
-        )
+        """Return the requirement that needs both: the later position and time."""
+        merged_lsn, merged_until = _later(self.lsn, lsn), _later(self.until, until)
+        if merged_lsn == self.lsn and merged_until == self.until:
+            return self  # the common case, on every request: nothing new
+        return Requirement(merged_lsn, merged_until)
+
+
+def _later(kept: float | None, new: float | None) -> Any:
+    # Zero counts as unset, like None.
+    if not new:
+        return kept or None
+    if not kept:
+        return new
+    return kept if kept >= new else new
 
 
 # -- What a probe reads -----------------------------------------------------

@@ -19,11 +19,13 @@ apt_install() {  # install a Debian package (as root, or through sudo)
 }
 
 # A real PostgreSQL for the replication tests; promtool and a Prometheus server
-# for the metrics tests.
+# for the metrics tests; wrk for the benchmarks' smoke tests.
 if [ -z "${ROUTERKIT_PG_BINDIR:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     apt_install postgresql
 fi
 command -v promtool >/dev/null 2>&1 || apt_install prometheus
+# wrk for the smoke test of benchmarks/offload.py's HTTP benchmark.
+command -v wrk >/dev/null 2>&1 || apt_install wrk
 
 .venv/bin/ruff check routerkit tests example_project benchmarks
 .venv/bin/ruff format --check routerkit tests example_project benchmarks

@@ -35,3 +35,43 @@ def test_the_statement_benchmark_runs() -> None:
     assert result.returncode == 0, result.stderr
     assert "| ORM SELECT (quoted names, %s) | no |" in result.stdout
     assert "| ORM INSERT ... RETURNING | yes |" in result.stdout
+
+
+def test_the_offload_benchmark_runs() -> None:
+    """benchmarks/offload.py measures routers on a real cluster under gunicorn, and wrk.
+
+    Tiny runs of the two configurations whose packages the suite installs: the
+    table has its rows, routerkit read no own write stale, and the probe and
+    HTTP tables are there.
+    """
+    result = run(
+        "benchmarks/offload.py",
+        "--seconds",
+        "0.5",
+        "--rounds",
+        "1",
+        "--only",
+        "docs",
+        "--only",
+        "routerkit",
+        "--pattern",
+        "steady 200 ms",
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {
+        line.split("|")[2].strip(): line
+        for line in result.stdout.splitlines()
+        if line.startswith("| steady")
+    }
+    assert set(rows) == {"Django docs router", "routerkit", "routerkit, STICKY WAIT 50 ms"}
+    stale = rows["routerkit"].split("|")[6].strip()
+    assert stale == "0"
+    assert "| as fast as the clients go |" in result.stdout
+    assert "| routerkit |" in result.stdout.split("| router | p50 | requests/s |")[1]
+
+
+def test_the_instruction_benchmark_runs() -> None:
+    """benchmarks/instructions.py drives every configuration (without valgrind here)."""
+    result = run("benchmarks/instructions.py", "--no-valgrind", "--steps", "20")
+    assert result.returncode == 0, result.stderr
+    assert "routerkit: 0 per step" in result.stderr

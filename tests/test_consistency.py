@@ -587,17 +587,26 @@ class TestReplicaCheck:
     def test_a_replica_still_behind_leaves_the_read_to_the_primary_without_a_probe(
         self, unprobed: PgCluster, client: Client
     ) -> None:
-        """Requests waiting on replication ask each replica once and never refresh."""
+        """Requests waiting on replication ask one replica each and never refresh.
+
+        Both replicas stand at the same position, so either may be asked; once
+        replica2 has caught up, the first request that asks it reads there,
+        and every later one (its answer is the furthest along the process knows).
+        """
         monitor = get_monitor(get_config())
         pk = written_while_paused(unprobed, client)
         due = monitor.due
         behind = sum(stats.get("replica_check", r, "behind") for r in REPLICAS)
         assert {served(client, pk) for _ in range(5)} == {(200, "primary")}
-        assert sum(stats.get("replica_check", r, "behind") for r in REPLICAS) == behind + 10
+        assert sum(stats.get("replica_check", r, "behind") for r in REPLICAS) == behind + 5
         assert monitor.due == due
         unprobed.resume_replay("replica2")
         unprobed.wait_replayed("replica2")
-        assert served(client, pk) == (200, "replica2")
+        first = [served(client, pk) for _ in range(30)]
+        assert (200, "replica2") in first
+        after = first[first.index((200, "replica2")) :]
+        assert set(after) == {(200, "replica2")}
+        assert set(first) <= {(200, "primary"), (200, "replica2")}
         assert monitor.due == due
 
     def test_wait_lets_a_replica_catch_up_instead_of_reading_the_primary(

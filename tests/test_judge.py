@@ -8,7 +8,18 @@ from dataclasses import replace
 import pytest
 
 from routerkit.conf import Lag
-from routerkit.health.judge import HYSTERESIS, age, due, judge, not_probed
+from routerkit.health.judge import (
+    ANSWER_TRUSTED,
+    HYSTERESIS,
+    RATE_SPAN,
+    Answer,
+    age,
+    answered,
+    due,
+    judge,
+    not_probed,
+    worth_asking,
+)
 from routerkit.health.monitor import Positions
 from routerkit.values import (
     DOWN,
@@ -310,3 +321,37 @@ def test_after_an_idle_period_a_replica_just_behind_is_healthy() -> None:
     )
     assert judged.state == HEALTHY
     assert judged.lag_seconds == pytest.approx(0.0)
+
+
+# -- asking a replica where it is (Monitor.replay_position) -------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "want", "now", "ask"),
+    [
+        (None, 100, 0.0, True),  # nothing known
+        (Answer(0.0, 150, rate=None), 100, 1.0, False),  # there already, however old
+        (Answer(0.0, 50, rate=1e9), 100, 0.001, False),  # younger than ANSWER_REUSE
+        (Answer(0.0, 50, rate=None), 100, 0.005, True),  # no rate yet
+        (Answer(0.0, 50, rate=0.0), 100, 0.005, True),  # replaying nothing: a stall ends any time
+        # 200 ms behind at 1,000 bytes/s, asked 5 ms ago: cannot be there yet.
+        (Answer(0.0, 800, rate=1000.0), 1000, 0.005, False),
+        (Answer(0.0, 800, rate=1000.0), 1000, ANSWER_TRUSTED, True),  # too old to predict
+        # 8 ms of replay left, answer 5 ms old: it may be there.
+        (Answer(0.0, 992, rate=1000.0), 1000, 0.005, True),
+    ],
+)
+def test_worth_asking(answer: Answer | None, want: int, now: float, ask: bool) -> None:
+    assert worth_asking(answer, want, now) is ask
+
+
+def test_an_answer_carries_the_replay_rate_over_at_least_a_span() -> None:
+    first = answered(None, None, 0.0, 1_000)
+    assert first.rate is None
+    soon = answered(first, first, RATE_SPAN / 2, 1_500)
+    assert soon.rate is None  # too short a span to measure
+    later = answered(soon, first, RATE_SPAN * 2, 2_000)
+    assert later.rate == pytest.approx(1_000 / (RATE_SPAN * 2))
+    carried = answered(later, later, RATE_SPAN * 2 + 0.001, 2_000)
+    assert carried.rate == later.rate
+    assert answered(later, first, RATE_SPAN * 2, 500).rate == 0.0  # never negative

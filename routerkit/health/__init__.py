@@ -8,6 +8,7 @@ from routerkit.health.monitor import (
     command_monitor,
     get_monitor,
 )
+from routerkit.health.probes import select_text
 from routerkit.values import (
     DOWN,
     HEALTHY,
@@ -32,4 +33,5 @@ __all__ = [
     "Snapshot",
     "command_monitor",
     "get_monitor",
+    "select_text",
 ]

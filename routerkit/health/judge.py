@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from routerkit.values import (
@@ -176,3 +176,62 @@ def age(history: History, position: int, now: float, gap: float = math.inf) -> f
         before = (when, lsn)
     # At or past the newest sample: the primary passed it after that sample.
     return None if before is None else max(0.0, now - before[0])
+
+
+# -- asking a replica where it is ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a replica answered when a request asked its replay position."""
+
+    asked: float  # monotonic time of the question: it had replayed `position` by then
+    position: int
+    # Bytes of WAL replayed per second since an answer at least RATE_SPAN older
+    # (None until there is one).
+    rate: float | None = None
+
+
+# An answer is given again for this long instead of asking (see worth_asking()).
+ANSWER_REUSE = 0.002
+# Past this age an answer predicts nothing: the replica is asked.
+ANSWER_TRUSTED = 0.02
+# A replay rate is measured over at least this long.
+RATE_SPAN = 0.05
+
+
+def answered(
+    previous: Answer | None, reference: Answer | None, asked: float, position: int
+) -> Answer:
+    """The answer a replica gave at `asked`, with its replay rate since `reference`."""
+    rate = None
+    if reference is not None and asked - reference.asked >= RATE_SPAN:
+        rate = max(0, position - reference.position) / (asked - reference.asked)
+    elif previous is not None:
+        rate = previous.rate
+    return Answer(asked, position, rate)
+
+
+def worth_asking(answer: Answer | None, want: int, now: float) -> bool:
+    """Tell whether asking a replica again may find it at `want`, given its last answer.
+
+    Asked if the answer is at `want` already (nothing to ask: the caller
+    reads it), is older than ANSWER_TRUSTED, or is young but the replica
+    replays fast enough to have reached `want` within twice the answer's age.
+    Under load (answers milliseconds old) a replica a steady 200 ms behind is
+    then asked about once per ANSWER_TRUSTED instead of once per request, and
+    as its replay nears a client's position it is asked again. An answer
+    younger than ANSWER_REUSE is simply given again. A replica that replays
+    nothing (a stall, or no writes to replay) is asked: its rate says nothing
+    of when it will move on.
+    """
+    if answer is None:
+        return True
+    if answer.position >= want:
+        return False
+    age = now - answer.asked
+    if age < ANSWER_REUSE:
+        return False
+    if age >= ANSWER_TRUSTED or not answer.rate:
+        return True
+    return (want - answer.position) / answer.rate <= 2 * age

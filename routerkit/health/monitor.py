@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from typing import Any
 
@@ -26,7 +27,17 @@ from django.db.backends.signals import connection_created
 
 from routerkit import stats
 from routerkit.conf import Cluster, Config
-from routerkit.health.judge import History, down, due, judge, not_probed
+from routerkit.health.judge import (
+    RATE_SPAN,
+    Answer,
+    History,
+    answered,
+    down,
+    due,
+    judge,
+    not_probed,
+    worth_asking,
+)
 from routerkit.health.probes import Probe, as_mirror, is_mirror, probe_for
 from routerkit.values import (
     DOWN,
@@ -131,10 +142,18 @@ class Monitor:
         self._publish = threading.Lock()
         # replica -> when (monotonic) a request found it unreachable
         self._marked: dict[str, float] = {}
+        # replica -> its last answer to replay_position(), and the one its
+        # replay rate is measured from
+        self._answers: dict[str, Answer] = {}
+        self._rate_from: dict[str, Answer] = {}
+        # replica -> the question being asked of it (replay_position)
+        self._asks: dict[str, Future[Answer | None]] = {}
+        self._asking = threading.Lock()
         # When (time.monotonic()) the next refresh is due; read by unscoped reads.
         self.due = 0.0
         self._in_flight: dict[str, tuple[Future[Any], float]] = {}
         self._executor: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self._pid = 0
 
     # -- reading ----------------------------------------------------------
@@ -187,27 +206,58 @@ class Monitor:
 
             get_metrics().observe(published)
 
-    def replay_position(self, replica: str) -> int | None:
-        """Ask a replica where its replay is now, on its probe's connection.
+    def replay_position(self, replica: str, want: int) -> int | None:
+        """Return how far a replica has replayed, asking it if it may have reached `want`.
 
-        For a request whose client's position is newer than the last probe.
-        Bounded like a probe (LAG.TIMEOUT on the server, the probe's connect
-        timeout); a replica that does not answer is marked down. The answer
-        is published: every unit of work that takes a snapshot from here on
-        sees it, so clients waiting on nearby positions need not ask again.
+        For a request whose client's position (`want`) is newer than the last
+        probe. Asked on the probe's connection, in the probes' pool: the
+        request waits at most LAG.TIMEOUT for the answer, as a refresh waits
+        for probes (None then; the answer still arrives and is published). A
+        replica whose connection fails is marked down. One question per
+        replica at a time: requests arriving meanwhile wait for its answer. A
+        fresh answer is given again instead of asking when it says the replica
+        cannot be at `want` yet (judge.worth_asking()), so that under load the
+        questions do not grow with the requests. Answers are published: every
+        unit of work that takes a snapshot from here on sees them.
         """
+        now = time.monotonic()
+        answer = self._answers.get(replica)
+        if not worth_asking(answer, want, now):
+            return answer.position if answer is not None else None
+        with self._asking:
+            asking = self._asks.get(replica)
+            if asking is None or asking.done():
+                answer = self._answers.get(replica)
+                if answer is not None and answer.asked >= now:
+                    return answer.position  # asked since this request looked
+                asking = self._asks[replica] = self._pool().submit(self._ask, replica)
+        try:
+            answer = asking.result(timeout=self.config.lag.timeout)
+        except FutureTimeout:
+            return None
+        return answer.position if answer is not None else None
+
+    def _ask(self, replica: str) -> Answer | None:
+        asked = time.monotonic()
         primary = self.config.replica_of[replica]
         probe = self._probe(replica)
         try:
             # A mirror (the test runner's) is its primary's own database.
             position = probe.primary().lsn if is_mirror(replica, primary) else probe.replay()
         except ProbeError:
+            self._answers.pop(replica, None)
             self.mark_down(replica)
             return None
-        if position is not None:
-            with self._publish:
-                self.snapshot = self.snapshot.advanced(replica, position)
-        return position
+        if position is None:
+            return None
+        reference = self._rate_from.get(replica)
+        answer = answered(self._answers.get(replica), reference, asked, position)
+        self._answers[replica] = answer
+        if reference is None or asked - reference.asked >= RATE_SPAN:
+            self._rate_from[replica] = answer
+        with self._publish:
+            self.snapshot = self.snapshot.advanced(replica, position)
+        return answer
 
     def close(self) -> None:
         """Close the probes' connections."""
@@ -239,16 +289,20 @@ class Monitor:
             return lambda: as_mirror(probe.primary())
         return probe.replica
 
-    def _pool(self, size: int) -> ThreadPoolExecutor:
+    def _pool(self) -> ThreadPoolExecutor:
         # Threads do not survive fork(): a pre-forking server needs a new pool per process.
-        if self._executor is None or self._pid != os.getpid():
-            # Room for probes given up on (see ABANDON_TIMEOUTS) beside live ones.
-            self._executor = ThreadPoolExecutor(
-                max_workers=max(2 * size, 4), thread_name_prefix="routerkit-probe"
-            )
-            self._pid = os.getpid()
-            self._in_flight.clear()
-        return self._executor
+        with self._pool_lock:
+            if self._executor is None or self._pid != os.getpid():
+                # Room for probes given up on (see ABANDON_TIMEOUTS) beside live
+                # ones, and for requests' questions (replay_position).
+                size = len(self.config.clusters) + len(self.config.replica_of)
+                self._executor = ThreadPoolExecutor(
+                    max_workers=max(3 * size, 4), thread_name_prefix="routerkit-probe"
+                )
+                self._pid = os.getpid()
+                self._in_flight.clear()
+                self._asks.clear()
+            return self._executor
 
     def _submit(self, started: float) -> dict[str, Future[Any]]:
         """Start this round's probes: every primary, and every replica whose retry is due."""
@@ -259,7 +313,7 @@ class Monitor:
             if cluster.replicas:
                 targets.append(primary)
             targets.extend(r for r in cluster.replicas if due(previous[r], started))
-        pool = self._pool(len(targets))
+        pool = self._pool()
         futures: dict[str, Future[Any]] = {}
         for alias in targets:
             running = self._in_flight.get(alias)
