@@ -1,13 +1,15 @@
 """Cost of one read-routing decision, routerkit beside its peers, in one process.
 
 Each case calls `ConnectionRouter.db_for_read(User)` the way a QuerySet does, in
-the state a GET request would be in (no write yet, not pinned). Run with
-`bash benchmarks/run.sh`; `--write-readme` puts the table into README.md.
+the state a GET request would be in (no write yet, not pinned), and routerkit once
+outside any scope too (a shell, a script, a worker). Run with `bash benchmarks/run.sh`;
+`--write-readme` puts the table into README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextvars
 import platform
 import random
 import statistics
@@ -22,6 +24,8 @@ from django.conf import settings
 
 REPLICAS = ["replica1", "replica2"]
 METRICS_OFF = ", metrics off"
+# Outside ConsistencyMiddleware and every block: a shell, a script, a worker.
+OUTSIDE = ", outside any scope"
 
 
 def configure() -> None:
@@ -78,6 +82,7 @@ def cases() -> dict[str, tuple[list[Any], Callable[[], Any]]]:
         **found,
         "routerkit PrimaryReplicaRouter": ([PrimaryReplicaRouter()], lambda: None),
         f"routerkit PrimaryReplicaRouter{METRICS_OFF}": ([PrimaryReplicaRouter()], lambda: None),
+        f"routerkit PrimaryReplicaRouter{OUTSIDE}": ([PrimaryReplicaRouter()], lambda: None),
         "routerkit Contrib + App + PrimaryReplica": (
             [ContribRouter(), AppRouter(), PrimaryReplicaRouter()],
             lambda: None,
@@ -97,6 +102,7 @@ def measure_once(name: str, routers: list[Any], setup: Callable[[], Any], number
 
     from routerkit import consistency, consistency_scope
     from routerkit.conf import get_config
+    from routerkit.health import get_monitor
 
     router = ConnectionRouter(routers)
     decide = router.db_for_read
@@ -105,14 +111,24 @@ def measure_once(name: str, routers: list[Any], setup: Callable[[], Any], number
         ROUTERKIT={"REPLICAS": {"default": REPLICAS}, "METRICS": metrics_on}
     )
     overridden.enable()
-    # As ConsistencyMiddleware does for a request: a scope and a health snapshot.
+
+    def timed() -> float:
+        setup()
+        assert decide(User) in [*REPLICAS, "default"]
+        decide(User)  # warm caches (placement, connection wrapper)
+        return timeit.timeit(lambda: decide(User), number=number)
+
     try:
-        with consistency_scope(isolated=True) as scope:
-            consistency.start(scope, consistency.Tokens(), get_config())
-            setup()
-            assert decide(User) in [*REPLICAS, "default"]
-            decide(User)  # warm caches (placement, connection wrapper)
-            seconds = timeit.timeit(lambda: decide(User), number=number)
+        if name.endswith(OUTSIDE):
+            # A context of its own, with no scope yet: the first read makes the
+            # implicit one that unscoped code uses; its snapshot is the monitor's.
+            get_monitor(get_config()).refresh()
+            seconds = contextvars.Context().run(timed)
+        else:
+            # As ConsistencyMiddleware does for a request: a scope and a health snapshot.
+            with consistency_scope(isolated=True) as scope:
+                consistency.start(scope, consistency.Tokens(), get_config())
+                seconds = timed()
     finally:
         overridden.disable()
     return seconds / number * 1e9
