@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 from _readme import write_block  # noqa: E402
 
+from routerkit.values import parse_lsn  # noqa: E402
 from tests.pgcluster import PgCluster, _processes_in, free_ports  # noqa: E402
 
 # name -> (OFFLOAD_ROUTER, extra environment)
@@ -224,14 +225,14 @@ class Oracle:
     def wrote(self) -> None:
         # Without ::text: not the statement routerkit sends, which is counted.
         (lsn,) = self.primary.execute("SELECT pg_current_wal_insert_lsn()").fetchone()  # type: ignore[misc]
-        self.position = _lsn(lsn)
+        self.position = parse_lsn(str(lsn))
         self.replayed = False
 
     def could_read_a_replica(self) -> bool:
         if not self.replayed:
             for connection in self.replicas:
                 (replay,) = connection.execute("SELECT pg_last_wal_replay_lsn()").fetchone()  # type: ignore[misc]
-                if replay is not None and _lsn(replay) >= self.position:
+                if replay is not None and parse_lsn(str(replay)) >= self.position:
                     self.replayed = True
                     break
         return self.replayed
@@ -239,11 +240,6 @@ class Oracle:
     def close(self) -> None:
         for connection in (self.primary, *self.replicas):
             connection.close()
-
-
-def _lsn(value: object) -> int:
-    high, low = str(value).split("/")
-    return (int(high, 16) << 32) | int(low, 16)
 
 
 # -- CPU ----------------------------------------------------------------------

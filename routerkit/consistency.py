@@ -318,10 +318,10 @@ def _seen(scope: Scope, config: Config, snapshot: Snapshot) -> dict[str, Require
     least, from its own health snapshot (taken before its first read): a
     replica's replay position as probed or asked, at most the primary's
     position in that snapshot, which is also the floor of a read on the
-    primary. The primary is not asked where it
-    is now: that costs a query per request, and its position now stays just
-    ahead of the replicas while anyone writes, so a client whose requests
-    come faster than the lag would never return to a replica.
+    primary. The primary is not asked where it is now: that costs a query
+    per request, and its position now stays just ahead of the replicas while
+    anyone writes, so a client whose requests come faster than the lag would
+    never return to a replica.
     """
     floors = dict(scope.received_seen)
     rose = False
@@ -419,7 +419,6 @@ def _caught_up(
 CAUGHT_UP = "caught_up"  # it had replayed the client's position: the read goes there
 BEHIND = "behind"  # it had not (after STICKY["WAIT"], if set)
 FAILED = "failed"  # it did not answer within LAG.TIMEOUT, or failed (then it is marked down)
-CHECK_OUTCOMES = (CAUGHT_UP, BEHIND, FAILED)
 
 # Between two rounds while waiting (STICKY["WAIT"]): replay is usually a
 # matter of milliseconds, and asking costs a fraction of one.

@@ -50,8 +50,7 @@ class Metrics:
             ["operation", "database", "reason"],
             registry=registry,
         )
-        # labels() costs more than the increment: its children, looked up once.
-        self._decision_children: dict[tuple[str, str, str], Any] = {}
+        self._decision_children: dict[tuple[str, ...], Any] = {}
         # In multiprocess mode every worker measures the same replicas: the
         # most recent measurement is the one to show.
         self.lag_seconds = Gauge(
@@ -117,20 +116,18 @@ class Metrics:
 
     def record(self, reads: Mapping[str, Mapping[str, int]], writes: Mapping[str, int]) -> None:
         """Add decision counts: reads by reason and database, writes by database."""
-        children = self._decision_children
         for reason, by_database in reads.items():
             for database, number in by_database.items():
-                key = ("read", database, reason)
-                child = children.get(key)
-                if child is None:
-                    child = children[key] = self.decisions.labels(*key)
-                child.inc(number)
+                self._decision("read", database, reason).inc(number)
         for database, number in writes.items():
-            key = ("write", database, PRIMARY)
-            child = children.get(key)
-            if child is None:
-                child = children[key] = self.decisions.labels(*key)
-            child.inc(number)
+            self._decision("write", database, PRIMARY).inc(number)
+
+    def _decision(self, *key: str) -> Any:
+        # labels() costs more than the increment: each child is looked up once.
+        child = self._decision_children.get(key)
+        if child is None:
+            child = self._decision_children[key] = self.decisions.labels(*key)
+        return child
 
     def observe(self, snapshot: Snapshot) -> None:
         """Record a health snapshot: lag, rotation and probe time of each replica,

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TypeVar
+
+_N = TypeVar("_N", int, float)
 
 # -- WAL positions ----------------------------------------------------------
 
@@ -49,7 +51,7 @@ class Requirement:
         return Requirement(merged_lsn, merged_until)
 
 
-def _later(kept: float | None, new: float | None) -> Any:
+def _later(kept: _N | None, new: _N | None) -> _N | None:
     # Zero counts as unset, like None.
     if not new:
         return kept or None

@@ -215,13 +215,13 @@ def answered(
 def worth_asking(answer: Answer | None, want: int, now: float) -> bool:
     """Tell whether asking a replica again may find it at `want`, given its last answer.
 
-    Asked if the answer is at `want` already (nothing to ask: the caller
-    reads it), is older than ANSWER_TRUSTED, or is young but the replica
-    replays fast enough to have reached `want` within twice the answer's age.
+    Not asked when the answer is at `want` already (the caller reads the
+    replica) or younger than ANSWER_REUSE. Asked when there is no answer, it
+    is older than ANSWER_TRUSTED, or it is young but the replica replays fast
+    enough to have reached `want` within twice the answer's age.
     Under load (answers milliseconds old) a replica a steady 200 ms behind is
     then asked about once per ANSWER_TRUSTED instead of once per request, and
-    as its replay nears a client's position it is asked again. An answer
-    younger than ANSWER_REUSE is simply given again. A replica that replays
+    as its replay nears a client's position it is asked again. A replica that replays
     nothing (a stall, or no writes to replay) is asked: its rate says nothing
     of when it will move on.
     """
