@@ -20,11 +20,11 @@ import argparse
 import io
 import os
 import random
-import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from _callgrind import count_instructions, require_valgrind
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -81,17 +81,7 @@ def count(env: dict[str, str], number: int, valgrind: bool) -> float:
     if not valgrind:
         subprocess.run(command, env=env, check=True)
         return 0.0
-    result = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    match = re.search(r"Collected : (\d+)", result.stderr)
-    if match is None:
-        raise RuntimeError(f"no instruction count from callgrind:\n{result.stderr[-2000:]}")
-    return float(match.group(1))
+    return count_instructions(command, env)
 
 
 def main() -> None:
@@ -120,8 +110,8 @@ def main() -> None:
     from tests.pgcluster import PgCluster
 
     valgrind = not args.no_valgrind
-    if valgrind and shutil.which("valgrind") is None:
-        raise SystemExit("valgrind is not installed: apt-get install -y valgrind")
+    if valgrind:
+        require_valgrind()
     rows = []
     with PgCluster() as cluster:
         cluster.create_database(DATABASE)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import django
+from _callgrind import count_instructions, require_valgrind
 from _readme import write_block
 from django.conf import settings
 
@@ -60,7 +61,7 @@ def cases() -> dict[str, tuple[list[Any], Callable[[], Any]]]:
 
     A name ending in METRICS_OFF runs with ROUTERKIT["METRICS"] = False.
     """
-    from routerkit.routers import AppRouter, ContribRouter, PrimaryReplicaRouter
+    from routerkit.routers import AppRouter, ContribRouter, PrimaryReplicaRouter, Router
 
     found: dict[str, tuple[list[Any], Callable[[], Any]]] = {
         "no routers (Django's default)": ([], lambda: None),
@@ -87,6 +88,7 @@ def cases() -> dict[str, tuple[list[Any], Callable[[], Any]]]:
             [ContribRouter(), AppRouter(), PrimaryReplicaRouter()],
             lambda: None,
         ),
+        "routerkit Router (the three in one)": ([Router()], lambda: None),
     }
 
 
@@ -96,6 +98,11 @@ def _idle() -> None:
 
 def measure_once(name: str, routers: list[Any], setup: Callable[[], Any], number: int) -> float:
     """Nanoseconds per read decision over one run of `number` calls."""
+    return run_case(name, routers, setup, number) / number * 1e9
+
+
+def run_case(name: str, routers: list[Any], setup: Callable[[], Any], number: int) -> float:
+    """Make `number` read decisions in the case's state; return the seconds they took."""
     from django.contrib.auth.models import User
     from django.db.utils import ConnectionRouter
     from django.test import override_settings
@@ -131,7 +138,7 @@ def measure_once(name: str, routers: list[Any], setup: Callable[[], Any], number
                 seconds = timed()
     finally:
         overridden.disable()
-    return seconds / number * 1e9
+    return seconds
 
 
 def measure(number: int, repeat: int) -> dict[str, float]:
@@ -148,14 +155,38 @@ def measure(number: int, repeat: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in runs.items()}
 
 
-def table(results: dict[str, float]) -> str:
+def instructions(extra: int) -> dict[str, float]:
+    """Instructions per read decision of every case, counted by callgrind.
+
+    Each case runs in a child process twice, with 1,000 and with 1,000 + `extra`
+    decisions; the difference per extra decision leaves start-up out. Unlike
+    wall-clock time, the count does not drift with the machine's load.
+    """
+    found: dict[str, float] = {}
+    for name in cases():
+        few, many = (_count(name, number) for number in (1_000, 1_000 + extra))
+        found[name] = (many - few) / extra
+    return found
+
+
+def _count(name: str, number: int) -> float:
+    return count_instructions([sys.executable, __file__, "--child", name, str(number)])
+
+
+def table(results: dict[str, float], counted: dict[str, float] | None = None) -> str:
     docs = results["Django docs PrimaryReplicaRouter"]
-    lines = [
-        "| router | ns per read decision | vs Django docs router |",
-        "|---|---:|---:|",
-    ]
+    header = "| router | ns per read decision | vs Django docs router |"
+    rule = "|---|---:|---:|"
+    if counted:
+        header += " instructions per decision | vs Django docs router |"
+        rule += "---:|---:|"
+    lines = [header, rule]
     for name, ns in results.items():
-        lines.append(f"| {name} | {ns:,.0f} | {ns / docs:.2f}x |")
+        line = f"| {name} | {ns:,.0f} | {ns / docs:.2f}x |"
+        if counted:
+            per, docs_per = counted[name], counted["Django docs PrimaryReplicaRouter"]
+            line += f" {per:,.0f} | {per / docs_per:.2f}x |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -164,20 +195,39 @@ def main() -> None:
     parser.add_argument("--number", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        default=20_000,
+        metavar="N",
+        help="count instructions of N decisions per case with callgrind (0: do not)",
+    )
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     configure()
+    if args.child:
+        name, number = args.child
+        run_case(name, *cases()[name], int(number))
+        return
+    counted = None
+    if args.instructions:
+        require_valgrind()
+        counted = instructions(args.instructions)
     results = measure(args.number, args.repeat)
-    body = table(results)
+    body = table(results, counted)
     on = results["routerkit PrimaryReplicaRouter"]
     off = results[f"routerkit PrimaryReplicaRouter{METRICS_OFF}"]
     body += (
         f"\n\nCounting decisions for Prometheus adds {(on / off - 1) * 100:.0f}% "
         "to a read decision (target: at most 15%)."
     )
+    counting = (
+        f"; instructions: callgrind, {args.instructions:,} decisions per case" if counted else ""
+    )
     note = (
-        f"Median of {args.repeat} rounds of {args.number:,} calls per case, the cases "
-        "taking turns, one process, "
+        f"Time: median of {args.repeat} rounds of {args.number:,} calls per case, the cases "
+        f"taking turns, one process{counting}; "
         f"Python {platform.python_version()}, Django {django.get_version()}, "
         f"{platform.machine()}."
     )

@@ -52,11 +52,8 @@ ROUTERKIT = {
     "STICKY": {"MODE": "lsn" if _postgres else "time"},
 }
 
-DATABASE_ROUTERS = [
-    "routerkit.routers.ContribRouter",
-    "routerkit.routers.AppRouter",
-    "routerkit.routers.PrimaryReplicaRouter",
-]
+# The three placements (CONTRIB, APPS, then primary + replicas) in one router.
+DATABASE_ROUTERS = ["routerkit.routers.Router"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -13,6 +13,7 @@ places also migrates, as without routerkit, on aliases routerkit does not manage
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django.conf import settings
@@ -22,8 +23,10 @@ from routerkit import writes
 from routerkit.conf import Config
 from routerkit.runtime import Runtime, active, get_runtime
 from routerkit.selection import count_write, read_alias
+from routerkit.state import frame_var, thread_marker
 
 _UNKNOWN = object()
+_monotonic = time.monotonic
 
 
 class _BaseRouter:
@@ -61,6 +64,26 @@ class _BaseRouter:
         return self._runtime.config
 
     def db_for_read(self, model: type[Model], **hints: Any) -> str | None:
+        if not hints:
+            # The hot path of every read, inlined (a function call costs more
+            # than a check): the read this unit of work made last, if nothing
+            # it depends on has changed since (see routerkit.state.Route).
+            route = frame_var.get().routes.get(model)
+            if route is not None and route.runtime is active.runtime:
+                if route.router is self:
+                    if (
+                        route.thread is thread_marker.marker
+                        and not route.wrapper.in_atomic_block
+                        # routerkit.selection._UNLISTED: a test case forbids the replica.
+                        and "connect" not in route.replica_attrs
+                        and route.snapshot is route.holder.snapshot
+                        and route.expires >= _monotonic()
+                    ):
+                        route.count += 1
+                        return route.alias
+                elif route.runtime is self._runtime and self._placed.get(model, _UNKNOWN) is None:
+                    # A router after this one routes the model: this one has no opinion.
+                    return None
         primary = self._primary(model)
         if primary is None:
             return None
@@ -69,7 +92,7 @@ class _BaseRouter:
             primary = self._instance_home(primary, instance)
             if primary not in self._config.managed:
                 return primary  # an alias routerkit does not manage: stay there
-        return read_alias(self._runtime, primary, hints)  # type: ignore[arg-type]
+        return read_alias(self._runtime, primary, hints, self, model)  # type: ignore[arg-type]
 
     def db_for_write(self, model: type[Model], **hints: Any) -> str | None:
         primary = self._primary(model)
@@ -177,14 +200,10 @@ class AppRouter(_BaseRouter):
     """
 
     def _place(self, config: Config, model: type[Model]) -> str | None:
-        return config.models.get(model._meta.label_lower) or config.apps.get(model._meta.app_label)
+        return _app_home(config, model._meta.app_label, model._meta.model_name)
 
     def _place_app(self, config: Config, app_label: str, model_name: str | None) -> str | None:
-        if model_name is not None:
-            primary = config.models.get(f"{app_label}.{model_name.lower()}")
-            if primary is not None:
-                return primary
-        return config.apps.get(app_label)
+        return _app_home(config, app_label, model_name)
 
 
 class PrimaryReplicaRouter(_BaseRouter):
@@ -210,3 +229,47 @@ class PrimaryReplicaRouter(_BaseRouter):
             mirror = settings.DATABASES.get(db, {}).get("TEST", {}).get("MIRROR")
             return False if mirror else None
         return super().allow_migrate(db, app_label, model_name, **hints)
+
+
+class Router(PrimaryReplicaRouter):
+    """ContribRouter, AppRouter and PrimaryReplicaRouter in one: the fast choice.
+
+    Places every model as those three would, in that order (CONTRIB, then
+    APPS, then DEFAULT), in one consult. Django's ConnectionRouter asks each
+    router in turn, and asking one costs about as much as routerkit's whole
+    decision: one router instead of three halves the cost of a read.
+    """
+
+    def _place(self, config: Config, model: type[Model]) -> str | None:
+        return _pinned(config, model._meta.app_label, model._meta.model_name) or config.default
+
+    def _place_app(self, config: Config, app_label: str, model_name: str | None) -> str | None:
+        return _pinned(config, app_label, model_name) or config.default
+
+    def allow_migrate(
+        self, db: str, app_label: str, model_name: str | None = None, **hints: Any
+    ) -> bool | None:
+        config = get_runtime().config
+        model = hints.get("model")
+        if model is not None:
+            meta = _owner(model)._meta
+            app_label, model_name = meta.app_label, meta.model_name
+        primary = _pinned(config, app_label, model_name)
+        if primary is not None:
+            # As ContribRouter and AppRouter: those tables live on their database only.
+            return db == primary
+        return super().allow_migrate(db, app_label, model_name, **hints)
+
+
+def _pinned(config: Config, app_label: str, model_name: str | None) -> str | None:
+    """Return where CONTRIB or APPS put a model (as ContribRouter, then AppRouter), or None."""
+    return config.contrib.get(app_label) or _app_home(config, app_label, model_name)
+
+
+def _app_home(config: Config, app_label: str, model_name: str | None) -> str | None:
+    """Return where APPS puts a model: its own entry, else its app's."""
+    if model_name is not None:
+        primary = config.models.get(f"{app_label}.{model_name.lower()}")
+        if primary is not None:
+            return primary
+    return config.apps.get(app_label)

@@ -10,14 +10,17 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routerkit import metrics
 from routerkit.balancers import Balancer
 from routerkit.health import LAGGING
 from routerkit.runtime import Runtime
-from routerkit.state import Scope, current_scope, forced_var, scope_var
+from routerkit.state import Route, Scope, current_scope, frame_var
 from routerkit.values import Requirement, Snapshot, fits
+
+if TYPE_CHECKING:
+    from django.db.models import Model
 
 _current_thread = threading.current_thread
 # The instance attribute a Django test case sets on a connection it forbids.
@@ -25,15 +28,27 @@ _UNLISTED = "connect"
 _monotonic = time.monotonic
 
 
-def read_alias(runtime: Runtime, primary: str, hints: Mapping[str, Any]) -> str:
-    """Return the alias a read of data owned by `primary` should use."""
+def read_alias(
+    runtime: Runtime,
+    primary: str,
+    hints: Mapping[str, Any],
+    router: object = None,
+    model: type[Model] | None = None,
+) -> str:
+    """Return the alias a read of data owned by `primary` should use.
+
+    Given the `router` and `model`, a read that goes to a replica leaves a
+    route that the router repeats for the model's next reads in this unit of
+    work, while nothing the decision depends on changes.
+    """
     # Function calls dominate the cost of this path, so the helpers of
     # routerkit.state are inlined here.
-    scope = scope_var.get() or current_scope()
+    frame = frame_var.get()
+    scope = frame.scope or current_scope()
     balancer = runtime.balancers.get(primary)
     if balancer is None:
         alias, reason = primary, metrics.PRIMARY
-    elif forced_var.get():
+    elif frame.forced:
         alias, reason = primary, metrics.FORCED
     elif primary in scope.written:
         alias, reason = primary, metrics.WRITTEN
@@ -42,8 +57,8 @@ def read_alias(runtime: Runtime, primary: str, hints: Mapping[str, Any]) -> str:
         # them up through django.db.connections costs more than all the rest).
         thread = _current_thread()
         cached = scope.wrappers.get(primary)
-        wrapper = cached[1] if cached and cached[0] is thread else scope.connection(primary)
-        if wrapper.in_atomic_block:
+        on_primary = cached[1] if cached and cached[0] is thread else scope.connection(primary)
+        if on_primary.in_atomic_block:
             # Reads must see the transaction's uncommitted writes and its
             # locks. This also keeps TestCase tests (which run inside an
             # atomic block) reading the data they created.
@@ -91,8 +106,14 @@ def read_alias(runtime: Runtime, primary: str, hints: Mapping[str, Any]) -> str:
                 wrapper = cached[1] if cached and cached[0] is thread else scope.connection(alias)
                 if _UNLISTED in wrapper.__dict__ and _unlisted(wrapper):
                     alias, reason = primary, metrics.UNLISTED
-                elif alias != pinned:
-                    scope.pinned[primary] = alias
+                else:
+                    if alias != pinned:
+                        scope.pinned[primary] = alias
+                    if source is None and model is not None and _UNLISTED not in wrapper.__dict__:
+                        # A decision the hints did not make: the next reads repeat it.
+                        scope.routes[model] = _route(
+                            runtime, scope, snapshot, alias, on_primary, wrapper, router
+                        )
     scope.read_from.add(alias)
     if runtime.config.metrics:
         # Two dict lookups here; the Prometheus counter gets the sum when the
@@ -101,6 +122,46 @@ def read_alias(runtime: Runtime, primary: str, hints: Mapping[str, Any]) -> str:
         if scope.implicit and _monotonic() - scope.flushed_at >= UNSCOPED_FLUSH_SECONDS:
             _flush_unscoped(scope)
     return alias
+
+
+def _route(
+    runtime: Runtime,
+    scope: Scope,
+    snapshot: Snapshot,
+    alias: str,
+    on_primary: Any,
+    on_replica: Any,
+    router: object,
+) -> Route:
+    """Return the route that repeats this decision while it holds (see Route)."""
+    if scope.snapshot is snapshot:
+        holder: Any = scope
+        expires = snapshot.expires
+    else:
+        # The monitor's snapshot: valid until the monitor's next refresh is due.
+        holder = runtime.monitor
+        expires = min(snapshot.expires, runtime.monitor.due)
+    if scope.implicit and runtime.config.metrics:
+        # A scope that never ends flushes its counts from a decision of its
+        # own (this one, at its end, if a flush is due): routes stop for it.
+        flushed = scope.flushed_at
+        now = _monotonic()
+        if now - flushed >= UNSCOPED_FLUSH_SECONDS:
+            flushed = now
+        expires = min(expires, flushed + UNSCOPED_FLUSH_SECONDS)
+    return Route(
+        alias=alias,
+        # As the pinned replica's next decisions say.
+        reason=metrics.REPLICA,
+        router=router,
+        runtime=runtime,
+        wrapper=on_primary,
+        replica_attrs=on_replica.__dict__,
+        holder=holder,
+        snapshot=snapshot,
+        expires=expires,
+        counted=runtime.config.metrics,
+    )
 
 
 # An implicit scope (a shell, a script, a worker without integration) never
@@ -133,7 +194,7 @@ def _unlisted(wrapper: Any) -> bool:
 def count_write(runtime: Runtime, primary: str) -> None:
     """Count a write decision (off the read path: writes are rarer)."""
     if runtime.config.metrics:
-        scope = scope_var.get() or current_scope()
+        scope = frame_var.get().scope or current_scope()
         scope.writes[primary] += 1
         if scope.implicit:
             _flush_unscoped(scope)
@@ -219,7 +280,7 @@ def retry_alias(runtime: Runtime, primary: str, failed: frozenset[str], *, down:
     the monitor's snapshot for everybody (Monitor.mark_down()). Counted as a
     routing decision of its own.
     """
-    scope = scope_var.get() or current_scope()
+    scope = frame_var.get().scope or current_scope()
     own = scope.snapshot
     snapshot = own if own is not None and not down else runtime.monitor.current()
     if own is not None:

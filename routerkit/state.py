@@ -14,16 +14,19 @@ import functools
 import inspect
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.db import close_old_connections, connections
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.models import Model
 
     from routerkit.health import Snapshot
     from routerkit.values import Requirement
@@ -37,6 +40,7 @@ class Scope:
     """Routing state of one request or task."""
 
     __slots__ = (
+        "_requirements",
         "flushed_at",
         "implicit",
         "issued",
@@ -45,7 +49,7 @@ class Scope:
         "reads",
         "received",
         "received_seen",
-        "requirements",
+        "routes",
         "snapshot",
         "unavailable",
         "wrappers",
@@ -54,17 +58,21 @@ class Scope:
     )
 
     def __init__(self, *, implicit: bool = False) -> None:
+        # model -> the read decision this scope repeats while nothing it
+        # depends on changes (see Route). What the scope wrote and what its
+        # client requires forget them when they grow.
+        self.routes: _Routes = _Routes()
         # Created on demand outside any request or task (see current_scope()).
         self.implicit = implicit
         # Primaries written during this scope: their reads stay on the primary.
-        self.written: set[str] = set()
+        self.written: set[str] = _Written(self.routes)
         # Every alias that served a read (for monotonic-read floors).
         self.read_from: set[str] = set()
         # primary -> what the client's earlier writes and reads require of a
         # replica (the two token halves it arrived with, and both merged).
         self.received: dict[str, Requirement] = {}
         self.received_seen: dict[str, Requirement] = {}
-        self.requirements: dict[str, Requirement] = {}
+        self.requirements = {}
         # primary -> what this scope's writes require of the client's next
         # reads, once it has finished.
         self.issued: dict[str, Requirement] = {}
@@ -90,12 +98,36 @@ class Scope:
         self.wrappers: dict[str, tuple[threading.Thread, BaseDatabaseWrapper]] = {}
 
     @property
+    def requirements(self) -> dict[str, Requirement]:
+        """primary -> what the client's tokens require of a replica (both halves merged)."""
+        return self._requirements
+
+    @requirements.setter
+    def requirements(self, requirements: Mapping[str, Requirement]) -> None:
+        self._requirements = _Requirements(self.routes, requirements)
+        self.routes.clear()
+
+    def forget_routes(self) -> None:
+        """Make the next read of every cluster decide afresh."""
+        self.routes.clear()
+
+    @property
     def counted(self) -> bool:
         """Tell whether decisions are waiting to be flushed to the metrics."""
-        return bool(self.reads or self.writes)
+        return bool(
+            self.reads
+            or self.writes
+            or self.routes.dropped
+            or any(r.count and r.counted for r in self.routes.values())
+        )
 
     def take_counts(self) -> tuple[dict[str, defaultdict[str, int]], dict[str, int]]:
         """Return the decision counts and start counting afresh."""
+        for route in [*self.routes.dropped, *self.routes.values()]:
+            if route.count and route.counted:
+                self.reads[route.reason][route.alias] += route.count
+                route.count = 0
+        self.routes.dropped.clear()
         reads, writes = self.reads, self.writes
         self.reads, self.writes = _reads(), defaultdict(int)
         return reads, writes
@@ -111,20 +143,186 @@ class Scope:
         return wrapper
 
 
+class _Thread(threading.local):
+    """An object of the running thread's own, cheaper to reach than the Thread."""
+
+    def __init__(self) -> None:
+        self.marker = object()
+
+
+thread_marker = _Thread()
+
+
+class Route:
+    """A read decision that a scope repeats until something it depends on changes.
+
+    Made for a read without hints (an instance may choose its own replica)
+    that went to a replica. Valid for the router that made it, while the
+    runtime is the same, on the thread that made it, outside atomic blocks on
+    the primary, while the health snapshot it was made with is still the
+    holder's and has not expired, and (see Frame) outside use_primary(). The
+    scope forgets its routes when it writes, when the client's requirements
+    change and when a nested scope ends.
+    """
+
+    __slots__ = (
+        "alias",
+        "count",
+        "counted",
+        "expires",
+        "holder",
+        "reason",
+        "replica_attrs",
+        "router",
+        "runtime",
+        "snapshot",
+        "thread",
+        "wrapper",
+    )
+
+    def __init__(
+        self,
+        *,
+        alias: str,
+        reason: str,
+        router: object,
+        runtime: object,
+        wrapper: BaseDatabaseWrapper,
+        replica_attrs: dict[str, Any],
+        holder: Any,
+        snapshot: Snapshot,
+        expires: float,
+        counted: bool,
+    ) -> None:
+        self.alias = alias
+        self.reason = reason
+        self.router = router  # the router that made it: others keep their own opinion
+        self.runtime = runtime
+        self.thread = thread_marker.marker
+        self.wrapper = wrapper  # the primary's, for in_atomic_block
+        # The replica's connection attributes, where a Django test case puts
+        # the `connect` that forbids an alias it does not list.
+        self.replica_attrs = replica_attrs
+        self.holder = holder  # the scope, or the monitor outside any scope
+        self.snapshot = snapshot
+        self.expires = expires
+        self.count = 0  # reads decided by this route since the last flush
+        self.counted = counted  # whether those go to the metrics
+
+
+class _Routes(dict[Any, "Route"]):
+    """A scope's routes, by model; the reads of those it drops wait for the metrics."""
+
+    __slots__ = ("dropped",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped: list[Route] = []
+
+    def __setitem__(self, model: Any, route: Route) -> None:
+        old = self.get(model)
+        if old is not None and old.count and old.counted:
+            self.dropped.append(old)
+        super().__setitem__(model, route)
+
+    def clear(self) -> None:
+        self.dropped.extend(r for r in self.values() if r.count and r.counted)
+        super().clear()
+
+
+class _Written(set[str]):
+    """The primaries a scope wrote to: adding one forgets the scope's routes.
+
+    Removing one needs not: a route is only made for a cluster not written.
+    """
+
+    __slots__ = ("_routes",)
+
+    def __init__(self, routes: _Routes) -> None:
+        super().__init__()
+        self._routes = routes
+
+    def add(self, primary: str) -> None:
+        if primary not in self:
+            super().add(primary)
+            self._routes.clear()
+
+    def update(self, *others: Iterable[str]) -> None:
+        size = len(self)
+        super().update(*others)
+        if len(self) != size:
+            self._routes.clear()
+
+    def __ior__(self, other: AbstractSet[str]) -> Self:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+
+class _Requirements(dict[str, "Requirement"]):
+    """What a scope's client requires of replicas: raising it forgets the scope's routes.
+
+    Lowering it needs not: a replica fit for more is fit for less.
+    """
+
+    __slots__ = ("_routes",)
+
+    def __init__(self, routes: _Routes, requirements: Mapping[str, Requirement]) -> None:
+        super().__init__(requirements)
+        self._routes = routes
+
+    def __setitem__(self, primary: str, requirement: Requirement) -> None:
+        super().__setitem__(primary, requirement)
+        self._routes.clear()
+
+    def update(self, *args: Any, **kwargs: Requirement) -> None:
+        super().update(*args, **kwargs)
+        self._routes.clear()
+
+    def setdefault(self, primary: str, requirement: Requirement) -> Requirement:
+        self._routes.clear()
+        return super().setdefault(primary, requirement)
+
+    def __ior__(self, other: Any) -> Self:  # type: ignore[override,misc]
+        super().__ior__(other)
+        self._routes.clear()
+        return self
+
+
 def _reads() -> defaultdict[str, defaultdict[str, int]]:
     return defaultdict(lambda: defaultdict(int))
 
 
-# The scope of the running unit of work, and whether use_primary() is in force.
-# Read directly by the routing decision (routerkit.selection), which runs on
-# every query; everything else goes through current_scope() and the blocks.
-scope_var: ContextVar[Scope | None] = ContextVar("routerkit_scope", default=None)
-forced_var: ContextVar[bool] = ContextVar("routerkit_forced", default=False)
+class Frame:
+    """What a routing decision needs of the running context, in one ContextVar.
+
+    The unit of work's scope, whether use_primary() is in force, and the
+    routes a read may repeat: the scope's own, none while use_primary() is
+    in force. Replaced (never changed) whenever a block is entered or left.
+    """
+
+    __slots__ = ("forced", "routes", "scope")
+
+    def __init__(self, scope: Scope | None, *, forced: bool) -> None:
+        self.scope = scope
+        self.forced = forced
+        self.routes: Mapping[type[Model], Route] = (
+            scope.routes if scope is not None and not forced else _NO_ROUTES
+        )
+
+
+_NO_ROUTES: Mapping[type[Model], Route] = MappingProxyType({})
+
+# Read directly by the routing decision (routerkit.routers, routerkit.selection),
+# which runs on every query; everything else goes through current_scope() and
+# the blocks.
+# A frame is never changed, only replaced: one default serves every context.
+_OUTSIDE = Frame(None, forced=False)
+frame_var: ContextVar[Frame] = ContextVar("routerkit_frame", default=_OUTSIDE)
 # The blocks entered in this context, outermost first, each with what it must
 # undo. In a ContextVar (not on the block object) so that one block instance may
 # be used by several threads or tasks at once. Each entry is found by its own
 # marker on exit, so blocks may exit in any order (a generator closed inside
-# another block): `scope_var` and `forced_var` are then recomputed from what is left.
+# another block): the frame is then recomputed from what is left.
 _entered: ContextVar[tuple[_Entry, ...]] = ContextVar("routerkit_entered", default=())
 
 
@@ -144,7 +342,7 @@ class _Entry:
     ) -> None:
         self.block = block
         self.scope = scope  # set by consistency_scope
-        # scope_var before this scope was entered; read for the outermost scope.
+        # The frame's scope before this scope was entered; read for the outermost scope.
         self.previous = previous
         self.parent = parent
         self.forced = forced  # set by use_primary
@@ -152,20 +350,21 @@ class _Entry:
 
 def current_scope() -> Scope:
     """Return the scope of the running request or task, creating one if there is none."""
-    scope = scope_var.get()
+    frame = frame_var.get()
+    scope = frame.scope
     if scope is None:
         # Outside a request or task scope (a script, a shell, a worker without
         # integration) the scope lasts as long as this context: once it writes,
         # it keeps reading its cluster from the primary. That costs replica
         # reads, never a stale read of one's own write.
         scope = Scope(implicit=True)
-        scope_var.set(scope)
+        frame_var.set(Frame(scope, forced=frame.forced))
     return scope
 
 
 def implicit_scope() -> Scope | None:
     """Return this context's implicit scope, if code outside any unit of work routed here."""
-    scope = scope_var.get()
+    scope = frame_var.get().scope
     return scope if scope is not None and scope.implicit else None
 
 
@@ -206,11 +405,11 @@ def scoped(func: Callable[P, R]) -> Callable[P, R]:
 @contextmanager
 def entered(scope: Scope) -> Iterator[Scope]:
     """Make an existing scope current again (for work that outlives its block)."""
-    token = scope_var.set(scope)
+    token = frame_var.set(Frame(scope, forced=frame_var.get().forced))
     try:
         yield scope
     finally:
-        scope_var.reset(token)
+        frame_var.reset(token)
         if scope.counted:
             from routerkit.metrics import get_metrics
 
@@ -232,10 +431,13 @@ class _Block:
     def __enter__(self) -> Any:
         entry = self._enter()
         _entered.set((*_entered.get(), entry))
-        if entry.scope is not None:
-            scope_var.set(entry.scope)
-        if entry.forced:
-            forced_var.set(True)
+        frame = frame_var.get()
+        frame_var.set(
+            Frame(
+                entry.scope if entry.scope is not None else frame.scope,
+                forced=entry.forced or frame.forced,
+            )
+        )
         return entry.scope
 
     def __exit__(self, *exc_info: object) -> None:
@@ -243,6 +445,8 @@ class _Block:
         # The innermost entry of this block: blocks may exit in any order.
         index = max(i for i, entry in enumerate(entries) if entry.block is self)
         entry = entries.pop(index)
+        frame = frame_var.get()
+        scope = frame.scope
         if entry.scope is not None:
             scopes = [i for i, e in enumerate(entries) if e.scope is not None]
             if scopes and scopes[0] >= index:
@@ -253,10 +457,10 @@ class _Block:
                 entries[scopes[0]] = _Entry(
                     first.block, previous=entry.previous, scope=first.scope, parent=first.parent
                 )
-            scope_var.set(entries[scopes[-1]].scope if scopes else entry.previous)
+            scope = entries[scopes[-1]].scope if scopes else entry.previous
         _entered.set(tuple(entries))
-        if entry.forced:
-            forced_var.set(any(e.forced for e in entries))
+        forced = any(e.forced for e in entries) if entry.forced else frame.forced
+        frame_var.set(Frame(scope, forced=forced))
         self._exit(entry)
 
     def __call__(self, func: F) -> F:
@@ -306,7 +510,7 @@ class consistency_scope(_Block):  # noqa: N801 - used like contextlib's lower-ca
         return consistency_scope(isolated=self.isolated)
 
     def _enter(self) -> _Entry:
-        previous = parent = scope_var.get()
+        previous = parent = frame_var.get().scope
         if self.isolated or (parent is not None and parent.implicit):
             parent = None
         scope = Scope()
@@ -328,6 +532,8 @@ class consistency_scope(_Block):  # noqa: N801 - used like contextlib's lower-ca
         assert scope is not None
         if parent is not None:
             parent.written |= scope.written
+            # The nested scope may have pinned other replicas (a shared dict).
+            parent.forget_routes()
             parent.read_from |= scope.read_from
             parent.unavailable = parent.unavailable or scope.unavailable
         if scope.counted:

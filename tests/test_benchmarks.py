@@ -16,10 +16,21 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_routing_benchmark_runs() -> None:
     """benchmarks/routing.py prints its table, with the cost of counting decisions."""
-    result = run("benchmarks/routing.py", "--number", "200", "--repeat", "1")
+    result = run("benchmarks/routing.py", "--number", "200", "--repeat", "1", "--instructions", "0")
     assert result.returncode == 0, result.stderr
     assert "| routerkit PrimaryReplicaRouter |" in result.stdout
+    assert "| routerkit Router (the three in one) |" in result.stdout
     assert "Counting decisions for Prometheus adds" in result.stdout
+
+
+def test_the_routing_benchmark_child_runs() -> None:
+    """The child that callgrind counts runs one case's decisions and exits cleanly."""
+    for name in (
+        "routerkit PrimaryReplicaRouter",
+        "routerkit PrimaryReplicaRouter, outside any scope",
+    ):
+        result = run("benchmarks/routing.py", "--child", name, "50")
+        assert result.returncode == 0, result.stderr
 
 
 def test_the_validation_benchmark_runs() -> None:

@@ -88,11 +88,14 @@ def check_wiring(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> lis
         ("CONTRIB", "ContribRouter", bool(config.contrib)),
         ("APPS", "AppRouter", bool(config.apps or config.models)),
     ):
-        if configured and _ROUTERS + router not in routers:
+        if configured and _ROUTERS + router not in routers and _ROUTERS + "Router" not in routers:
             messages.append(
                 Warning(
                     f"ROUTERKIT['{key}'] is set but {router} is not in DATABASE_ROUTERS.",
-                    hint=f"Add '{_ROUTERS}{router}' before PrimaryReplicaRouter.",
+                    hint=(
+                        f"Add '{_ROUTERS}{router}' before PrimaryReplicaRouter, or use "
+                        f"'{_ROUTERS}Router' alone."
+                    ),
                     obj="DATABASE_ROUTERS",
                     id=W005,
                 )
