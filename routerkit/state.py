@@ -226,8 +226,9 @@ class _Routes(dict[Any, "Route"]):
         super().__setitem__(model, route)
 
     def clear(self) -> None:
-        self.dropped.extend(r for r in self.values() if r.count and r.counted)
-        super().clear()
+        if self:  # most clears find nothing: a request's first read has made no route yet
+            self.dropped.extend(r for r in self.values() if r.count and r.counted)
+            super().clear()
 
 
 class _Written(set[str]):
