@@ -16,6 +16,8 @@ from django.urls import path
 
 from routerkit.admin import UsingInlineMixin, UsingModelAdmin
 from tests.billing.models import Invoice, Tag
+from tests.pgcluster import PgCluster
+from tests.testapp.models import Article, Comment
 
 ARCHIVE = "archive"  # in DATABASES, unknown to ROUTERKIT: the routers send nothing there
 Tagging = Invoice.tags.through
@@ -34,7 +36,24 @@ class ArchivedInvoiceAdmin(UsingModelAdmin):
 
 archive_site = admin.AdminSite(name="archive")
 archive_site.register(Invoice, ArchivedInvoiceAdmin)
-urlpatterns = [path("archive-admin/", archive_site.urls)]
+
+
+class CommentInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = Comment
+    extra = 0
+
+
+class ArticleAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    inlines = [CommentInline]
+
+
+# A plain admin, as a project has it: the routers place everything it touches.
+routed_site = admin.AdminSite(name="routed")
+routed_site.register(Article, ArticleAdmin)
+urlpatterns = [
+    path("archive-admin/", archive_site.urls),
+    path("routed-admin/", routed_site.urls),
+]
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +142,38 @@ class TestUsingModelAdmin:
         tag = inline.formfield_for_foreignkey(Tagging._meta.get_field("tag"), request)
         assert tag is not None
         assert tag.queryset.db == ARCHIVE
+
+
+@pytest.mark.usefixtures("replication")
+class TestRoutedAdmin:
+    def test_the_admin_sees_its_own_changes_while_replay_is_paused(
+        self, staff: Client, replication: PgCluster
+    ) -> None:
+        """Plain ModelAdmin, auth on its own database, articles on a primary with two
+        replicas that replay nothing: add, change list, edit, delete each see the last step."""
+        for replica in replication.replicas:
+            replication.pause_replay(replica)
+        title = f"admin-{random.randrange(10**9)}"
+        formset = {"comments-TOTAL_FORMS": "0", "comments-INITIAL_FORMS": "0"}
+        added = staff.post("/routed-admin/testapp/article/add/", {"title": title, **formset})
+        assert added.status_code == 302, added.content.decode()[:3000]
+        article = Article.objects.using("primary").get(title=title)
+        for replica in ("replica1", "replica2"):
+            assert not Article.objects.using(replica).filter(pk=article.pk).exists()
+
+        change = f"/routed-admin/testapp/article/{article.pk}/change/"
+        assert change in staff.get("/routed-admin/testapp/article/").content.decode()
+        assert staff.get(change).status_code == 200
+
+        edited = staff.post(change, {"title": f"{title}-edited", **formset})
+        assert edited.status_code == 302, edited.content.decode()[:3000]
+        assert f"{title}-edited" in staff.get(change).content.decode()
+
+        deleted = staff.post(f"/routed-admin/testapp/article/{article.pk}/delete/", {"post": "yes"})
+        assert deleted.status_code == 302, deleted.content.decode()[:3000]
+        # The message says what was deleted; the list no longer links to it.
+        assert change not in staff.get("/routed-admin/testapp/article/").content.decode()
+        assert not Article.objects.using("primary").filter(pk=article.pk).exists()
 
 
 class TestMisconfigured:
