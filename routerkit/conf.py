@@ -137,14 +137,21 @@ class Config:
         placed = {self.default, *self.contrib.values(), *self.apps.values(), *self.models.values()}
         return frozenset(placed | set(self.clusters) | set(self.replica_of))
 
-    def home_of(self, app_label: str, label_lower: str) -> str:
+    def app_home(self, app_label: str, model_name: str | None) -> str | None:
+        """Return where APPS puts a model (AppRouter): its own entry, else its app's."""
+        if model_name is not None:
+            primary = self.models.get(f"{app_label}.{model_name.lower()}")
+            if primary is not None:
+                return primary
+        return self.apps.get(app_label)
+
+    def pinned(self, app_label: str, model_name: str | None) -> str | None:
+        """Return where CONTRIB, then APPS, put a model (ContribRouter, then AppRouter)."""
+        return self.contrib.get(app_label) or self.app_home(app_label, model_name)
+
+    def home_of(self, app_label: str, model_name: str | None) -> str:
         """Return the primary a model belongs to by these settings, across all three routers."""
-        return (
-            self.contrib.get(app_label)
-            or self.models.get(label_lower)
-            or self.apps.get(app_label)
-            or self.default
-        )
+        return self.pinned(app_label, model_name) or self.default
 
 
 _config: Config | None = None

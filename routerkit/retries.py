@@ -33,7 +33,7 @@ from routerkit import stats
 from routerkit.exceptions import PrimaryUnavailable
 from routerkit.runtime import Runtime, get_runtime
 from routerkit.selection import retry_alias
-from routerkit.state import current_scope, frame_var
+from routerkit.state import current_scope
 from routerkit.statements import may_write
 from routerkit.writes import statement_text
 
@@ -165,7 +165,7 @@ def _routed(primary: str, replica: str) -> bool:
 
     A read sent to a replica with explicit ``using()`` is not moved elsewhere.
     """
-    scope = frame_var.get().scope or current_scope()
+    scope = current_scope()
     return scope.pinned.get(primary) == replica
 
 
@@ -195,7 +195,7 @@ class ReadRetryMixin(_Base):
             lines = str(error).strip().splitlines()
             reason = lines[0] if lines else ""
             # For ConsistencyMiddleware, which may answer 503 (RETRY_AFTER).
-            (frame_var.get().scope or current_scope()).unavailable = self.alias
+            current_scope().unavailable = self.alias
             # Not chained: the driver's error holds the connection's settings.
             raise PrimaryUnavailable(self.alias, reason) from None
 

@@ -129,7 +129,7 @@ class _BaseRouter:
         if home == primary:
             return primary
         meta = getattr(instance, "_meta", None)
-        if meta is not None and config.home_of(meta.app_label, meta.label_lower) == home:
+        if meta is not None and config.home_of(meta.app_label, meta.model_name) == home:
             # The instance is where its model belongs: the relation itself
             # crosses databases, and `model` lives on its own primary.
             return primary
@@ -200,10 +200,10 @@ class AppRouter(_BaseRouter):
     """
 
     def _place(self, config: Config, model: type[Model]) -> str | None:
-        return _app_home(config, model._meta.app_label, model._meta.model_name)
+        return config.app_home(model._meta.app_label, model._meta.model_name)
 
     def _place_app(self, config: Config, app_label: str, model_name: str | None) -> str | None:
-        return _app_home(config, app_label, model_name)
+        return config.app_home(app_label, model_name)
 
 
 class PrimaryReplicaRouter(_BaseRouter):
@@ -241,10 +241,10 @@ class Router(PrimaryReplicaRouter):
     """
 
     def _place(self, config: Config, model: type[Model]) -> str | None:
-        return _pinned(config, model._meta.app_label, model._meta.model_name) or config.default
+        return config.home_of(model._meta.app_label, model._meta.model_name)
 
     def _place_app(self, config: Config, app_label: str, model_name: str | None) -> str | None:
-        return _pinned(config, app_label, model_name) or config.default
+        return config.home_of(app_label, model_name)
 
     def allow_migrate(
         self, db: str, app_label: str, model_name: str | None = None, **hints: Any
@@ -254,22 +254,8 @@ class Router(PrimaryReplicaRouter):
         if model is not None:
             meta = _owner(model)._meta
             app_label, model_name = meta.app_label, meta.model_name
-        primary = _pinned(config, app_label, model_name)
+        primary = config.pinned(app_label, model_name)
         if primary is not None:
             # As ContribRouter and AppRouter: those tables live on their database only.
             return db == primary
         return super().allow_migrate(db, app_label, model_name, **hints)
-
-
-def _pinned(config: Config, app_label: str, model_name: str | None) -> str | None:
-    """Return where CONTRIB or APPS put a model (as ContribRouter, then AppRouter), or None."""
-    return config.contrib.get(app_label) or _app_home(config, app_label, model_name)
-
-
-def _app_home(config: Config, app_label: str, model_name: str | None) -> str | None:
-    """Return where APPS puts a model: its own entry, else its app's."""
-    if model_name is not None:
-        primary = config.models.get(f"{app_label}.{model_name.lower()}")
-        if primary is not None:
-            return primary
-    return config.apps.get(app_label)

@@ -280,7 +280,7 @@ def retry_alias(runtime: Runtime, primary: str, failed: frozenset[str], *, down:
     the monitor's snapshot for everybody (Monitor.mark_down()). Counted as a
     routing decision of its own.
     """
-    scope = frame_var.get().scope or current_scope()
+    scope = current_scope()
     own = scope.snapshot
     snapshot = own if own is not None and not down else runtime.monitor.current()
     if own is not None:
