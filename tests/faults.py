@@ -172,8 +172,15 @@ class Watcher:
 
     def _watch(self) -> None:
         last: frozenset[str] | None = None
+        monitor = get_monitor(get_config())
         while not self._stop.is_set():
-            usable = frozenset(get_monitor(get_config()).snapshot.usable.get("primary", ()))
+            # A site's steady traffic starts units of work all the time, and
+            # each refreshes a snapshot that is due. Six clients can all be
+            # held at once by a slow replica (a new connection through the
+            # throttle takes seconds), and then none would start: the watcher
+            # stands for the rest of the traffic.
+            monitor.refresh_if_due()
+            usable = frozenset(monitor.snapshot.usable.get("primary", ()))
             if usable != last:
                 self.changes.append((time.monotonic(), usable))
                 last = usable

@@ -1,0 +1,1 @@
+"""Operations across routed databases: migrations, backups and restores."""

@@ -1,0 +1,206 @@
+"""manage.py routerkit_migrate on fresh databases of the real primary, run as a deploy would."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from psycopg import sql
+
+from tests.conftest import PRIMARY_DATABASES
+from tests.pgcluster import PgCluster
+
+ROOT = Path(__file__).resolve().parent.parent
+_prefixes = itertools.count()
+
+
+class Site:
+    """tests.settings_migrate on databases of its own, driven through manage.py."""
+
+    def __init__(self, cluster: PgCluster, prefix: str) -> None:
+        self.cluster = cluster
+        self.prefix = prefix
+
+    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "django", "routerkit_migrate", *args],
+            env={
+                **os.environ,
+                "DJANGO_SETTINGS_MODULE": "tests.settings_migrate",
+                "ROUTERKIT_TEST_PG_PORTS": ",".join(str(port) for port in settings.PG_PORTS),
+                "ROUTERKIT_TEST_DB_PREFIX": self.prefix,
+                "PYTHONPATH": str(ROOT),
+                **env,
+            },
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def query(self, alias: str, statement: str) -> list[tuple[Any, ...]]:
+        return self.cluster.execute(
+            self.cluster.primary, statement, dbname=f"{self.prefix}_{PRIMARY_DATABASES[alias]}"
+        )
+
+    def tables(self, alias: str) -> set[str]:
+        rows = self.query(alias, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        return {name for (name,) in rows}
+
+    def recorded(self, alias: str) -> set[str]:
+        if "django_migrations" not in self.tables(alias):
+            return set()
+        return {f"{a}.{n}" for a, n in self.query(alias, "SELECT app, name FROM django_migrations")}
+
+
+@pytest.fixture
+def site(replication: PgCluster) -> Iterator[Site]:
+    prefix = f"rkmigrate{os.getpid()}_{next(_prefixes)}"
+    for name in PRIMARY_DATABASES.values():
+        replication.create_database(f"{prefix}_{name}")
+    yield Site(replication, prefix)
+    for name in PRIMARY_DATABASES.values():
+        replication.execute(
+            replication.primary,
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(f"{prefix}_{name}")
+            ),
+        )
+
+
+def test_plan_lists_every_primary_in_order_with_skipped_operations(site: Site) -> None:
+    """contenttypes' and auth's database first; replicas never; skips marked per database."""
+    result = site.run("--plan", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    plans = {p["database"]: p for p in json.loads(result.stdout)["databases"]}
+    assert list(plans) == ["auth_db", "primary", "billing"]
+
+    def applies(database: str, migration: str) -> list[bool]:
+        found = [m for m in plans[database]["migrations"] if m["migration"] == migration]
+        assert len(found) == 1, (database, migration)
+        return [step["applies"] for step in found[0]["operations"]]
+
+    assert all(applies("auth_db", "auth.0001_initial"))
+    assert not any(applies("primary", "auth.0001_initial"))
+    assert all(applies("billing", "billing.0001_initial"))
+    assert not any(applies("auth_db", "billing.0001_initial"))
+    # The data migration runs only where its app lives.
+    assert applies("primary", "ledger.0002_opening_entry") == [True]
+    assert applies("billing", "ledger.0002_opening_entry") == [False]
+    # --plan changes nothing.
+    assert site.tables("auth_db") == set()
+
+    text = site.run("--plan", "--database", "billing")
+    assert text.returncode == 0, text.stderr
+    assert "Database billing:" in text.stdout
+    assert "Database auth_db:" not in text.stdout
+    assert "Create model Invoice" in text.stdout
+    assert "Create model Permission  [skipped here: allow_migrate]" in text.stdout
+
+
+def test_check_migrate_failure_and_resume(site: Site) -> None:
+    """--check fails while anything is unapplied; a failure stops the run and says where."""
+    check = site.run("--check")
+    assert check.returncode == 1
+    assert "Unapplied migrations on: auth_db, primary, billing." in check.stderr
+
+    failed = site.run("--noinput", ROUTERKIT_TEST_LEDGER_FAIL="1")
+    assert failed.returncode == 1
+    assert (
+        "Migration failed on database primary at ledger.0002_opening_entry: "
+        "RuntimeError: opening entry refused"
+    ) in failed.stderr
+    report = failed.stdout.split("routerkit_migrate:")[-1]
+    assert "auth_db  migrated" in report
+    assert "primary  failed" in report
+    assert "billing  not run   left as it was" in report
+    # The database that failed keeps what it finished; the one after was not touched.
+    assert "ledger.0001_initial" in site.recorded("primary")
+    assert "ledger.0002_opening_entry" not in site.recorded("primary")
+    assert site.recorded("billing") == set()
+
+    done = site.run("--noinput")
+    assert done.returncode == 0, done.stderr
+    # Each table on the primary its model is written to, and nowhere else.
+    assert {"auth_user", "django_content_type", "django_admin_log"} <= site.tables("auth_db")
+    assert "auth_user" not in site.tables("primary") | site.tables("billing")
+    assert {"billing_invoice", "billing_tag"} <= site.tables("billing")
+    assert "billing_invoice" not in site.tables("auth_db") | site.tables("primary")
+    assert {"testapp_article", "ledger_entry"} <= site.tables("primary")
+    # post_migrate created every app's content types and permissions where auth lives.
+    types = site.query("auth_db", "SELECT app_label, model FROM django_content_type")
+    assert {("billing", "invoice"), ("ledger", "entry"), ("testapp", "article")} <= set(types)
+    permissions = site.query("auth_db", "SELECT codename FROM auth_permission")
+    assert ("add_invoice",) in permissions
+    # The data migration's read without using() went to the primary it was changing.
+    assert site.query("primary", "SELECT amount, read_from FROM ledger_entry") == [(0, "primary")]
+    # Every migration is recorded on every primary, as Django's migrate records it.
+    assert site.recorded("auth_db") == site.recorded("primary") == site.recorded("billing")
+
+    assert site.run("--check").returncode == 0
+
+
+def test_narrowed_faked_and_targeted_runs(site: Site) -> None:
+    """--database narrows the set; an app and migration name, and --fake, work on each primary."""
+    billing = site.run("--noinput", "--database", "billing", "--format", "json")
+    assert billing.returncode == 0, billing.stderr
+    (entry,) = json.loads(billing.stdout)["databases"]
+    assert entry["database"] == "billing"
+    assert entry["status"] == "migrated"
+    assert "billing.0001_initial" in entry["applied"]
+    assert site.recorded("auth_db") == site.recorded("primary") == set()
+
+    ledger = site.run("--noinput", "ledger", "0001")
+    assert ledger.returncode == 0, ledger.stderr
+    assert site.recorded("primary") == {"ledger.0001_initial"}
+    assert "ledger_entry" in site.tables("primary")
+    assert "ledger_entry" not in site.tables("auth_db")
+
+    faked = site.run("--noinput", "--fake")
+    assert faked.returncode == 0, faked.stderr
+    assert "auth.0001_initial" in site.recorded("auth_db")
+    assert "auth_user" not in site.tables("auth_db")  # recorded, not run
+    assert "billing_invoice" in site.tables("billing")  # migrated for real before
+
+
+def run(*args: str) -> tuple[int, str]:
+    """routerkit_migrate in this process, on the test databases; for refusals only."""
+    err = StringIO()
+    try:
+        call_command("routerkit_migrate", *args, stdout=StringIO(), stderr=err)
+    except CommandError as error:
+        return error.returncode, str(error)
+    return 0, err.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("alias", "why"),
+    [
+        ("replica1", "'replica1' is a replica"),
+        ("billing_replica", "'billing_replica' is a replica"),
+        ("archive", "'archive' is not a primary routerkit manages"),
+        ("nope", "'nope' is not in DATABASES"),
+    ],
+)
+def test_refuses_what_is_not_a_primary(alias: str, why: str) -> None:
+    code, message = run("--database", alias, "--plan")
+    assert code == 2
+    assert why in message
+    assert "Primaries: auth_db, primary, billing." in message
+
+
+def test_refuses_an_unknown_app() -> None:
+    code, message = run("nope", "--plan")
+    assert code == 2
+    assert "No installed app with label 'nope'" in message
