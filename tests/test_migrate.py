@@ -2,86 +2,26 @@
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from io import StringIO
-from pathlib import Path
-from typing import Any
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from psycopg import sql
 
-from tests.conftest import PRIMARY_DATABASES
 from tests.pgcluster import PgCluster
-
-ROOT = Path(__file__).resolve().parent.parent
-_prefixes = itertools.count()
-
-
-class Site:
-    """tests.settings_migrate on databases of its own, driven through manage.py."""
-
-    def __init__(self, cluster: PgCluster, prefix: str) -> None:
-        self.cluster = cluster
-        self.prefix = prefix
-
-    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "django", "routerkit_migrate", *args],
-            env={
-                **os.environ,
-                "DJANGO_SETTINGS_MODULE": "tests.settings_migrate",
-                "ROUTERKIT_TEST_PG_PORTS": ",".join(str(port) for port in settings.PG_PORTS),
-                "ROUTERKIT_TEST_DB_PREFIX": self.prefix,
-                "PYTHONPATH": str(ROOT),
-                **env,
-            },
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-    def query(self, alias: str, statement: str) -> list[tuple[Any, ...]]:
-        return self.cluster.execute(
-            self.cluster.primary, statement, dbname=f"{self.prefix}_{PRIMARY_DATABASES[alias]}"
-        )
-
-    def tables(self, alias: str) -> set[str]:
-        rows = self.query(alias, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-        return {name for (name,) in rows}
-
-    def recorded(self, alias: str) -> set[str]:
-        if "django_migrations" not in self.tables(alias):
-            return set()
-        return {f"{a}.{n}" for a, n in self.query(alias, "SELECT app, name FROM django_migrations")}
+from tests.sites import Site, fresh_site
 
 
 @pytest.fixture
 def site(replication: PgCluster) -> Iterator[Site]:
-    prefix = f"rkmigrate{os.getpid()}_{next(_prefixes)}"
-    for name in PRIMARY_DATABASES.values():
-        replication.create_database(f"{prefix}_{name}")
-    yield Site(replication, prefix)
-    for name in PRIMARY_DATABASES.values():
-        replication.execute(
-            replication.primary,
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(f"{prefix}_{name}")
-            ),
-        )
+    yield from fresh_site(replication)
 
 
 def test_plan_lists_every_primary_in_order_with_skipped_operations(site: Site) -> None:
     """contenttypes' and auth's database first; replicas never; skips marked per database."""
-    result = site.run("--plan", "--format", "json")
+    result = site.migrate("--plan", "--format", "json")
     assert result.returncode == 0, result.stderr
     plans = {p["database"]: p for p in json.loads(result.stdout)["databases"]}
     assert list(plans) == ["auth_db", "primary", "billing"]
@@ -101,7 +41,7 @@ def test_plan_lists_every_primary_in_order_with_skipped_operations(site: Site) -
     # --plan changes nothing.
     assert site.tables("auth_db") == set()
 
-    text = site.run("--plan", "--database", "billing")
+    text = site.migrate("--plan", "--database", "billing")
     assert text.returncode == 0, text.stderr
     assert "Database billing:" in text.stdout
     assert "Database auth_db:" not in text.stdout
@@ -111,11 +51,11 @@ def test_plan_lists_every_primary_in_order_with_skipped_operations(site: Site) -
 
 def test_check_migrate_failure_and_resume(site: Site) -> None:
     """--check fails while anything is unapplied; a failure stops the run and says where."""
-    check = site.run("--check")
+    check = site.migrate("--check")
     assert check.returncode == 1
     assert "Unapplied migrations on: auth_db, primary, billing." in check.stderr
 
-    failed = site.run("--noinput", ROUTERKIT_TEST_LEDGER_FAIL="1")
+    failed = site.migrate("--noinput", ROUTERKIT_TEST_LEDGER_FAIL="1")
     assert failed.returncode == 1
     assert (
         "Migration failed on database primary at ledger.0002_opening_entry: "
@@ -130,7 +70,7 @@ def test_check_migrate_failure_and_resume(site: Site) -> None:
     assert "ledger.0002_opening_entry" not in site.recorded("primary")
     assert site.recorded("billing") == set()
 
-    done = site.run("--noinput")
+    done = site.migrate("--noinput")
     assert done.returncode == 0, done.stderr
     # Each table on the primary its model is written to, and nowhere else.
     assert {"auth_user", "django_content_type", "django_admin_log"} <= site.tables("auth_db")
@@ -148,12 +88,12 @@ def test_check_migrate_failure_and_resume(site: Site) -> None:
     # Every migration is recorded on every primary, as Django's migrate records it.
     assert site.recorded("auth_db") == site.recorded("primary") == site.recorded("billing")
 
-    assert site.run("--check").returncode == 0
+    assert site.migrate("--check").returncode == 0
 
 
 def test_narrowed_faked_and_targeted_runs(site: Site) -> None:
     """--database narrows the set; an app and migration name, and --fake, work on each primary."""
-    billing = site.run("--noinput", "--database", "billing", "--format", "json")
+    billing = site.migrate("--noinput", "--database", "billing", "--format", "json")
     assert billing.returncode == 0, billing.stderr
     (entry,) = json.loads(billing.stdout)["databases"]
     assert entry["database"] == "billing"
@@ -161,13 +101,13 @@ def test_narrowed_faked_and_targeted_runs(site: Site) -> None:
     assert "billing.0001_initial" in entry["applied"]
     assert site.recorded("auth_db") == site.recorded("primary") == set()
 
-    ledger = site.run("--noinput", "ledger", "0001")
+    ledger = site.migrate("--noinput", "ledger", "0001")
     assert ledger.returncode == 0, ledger.stderr
     assert site.recorded("primary") == {"ledger.0001_initial"}
     assert "ledger_entry" in site.tables("primary")
     assert "ledger_entry" not in site.tables("auth_db")
 
-    faked = site.run("--noinput", "--fake")
+    faked = site.migrate("--noinput", "--fake")
     assert faked.returncode == 0, faked.stderr
     assert "auth.0001_initial" in site.recorded("auth_db")
     assert "auth_user" not in site.tables("auth_db")  # recorded, not run

@@ -92,6 +92,31 @@ def primaries(config: Config, databases: Mapping[str, Mapping[str, Any]]) -> lis
     return first + [alias for alias in found if alias not in first]
 
 
+def chosen(
+    config: Config, databases: Mapping[str, Mapping[str, Any]], asked: list[str]
+) -> list[str]:
+    """Return the primaries a command was asked for (all when none), in migration order.
+
+    Raises CommandError (status 2) for an alias that is not one of them.
+    """
+    every = primaries(config, databases)
+    if not every:
+        raise CommandError(
+            "No primary: DATABASES has no database routerkit places data on.", returncode=2
+        )
+    for alias in asked:
+        if alias in every:
+            continue
+        if alias in config.replica_of or alias not in databases:
+            why = "is a replica" if alias in databases else "is not in DATABASES"
+        else:
+            why = "is not a primary routerkit manages (use Django's command with --database)"
+        raise CommandError(
+            f"Database {alias!r} {why}. Primaries: {', '.join(every)}.", returncode=2
+        )
+    return [alias for alias in every if not asked or alias in asked]
+
+
 def plan(database: str, app_label: str | None, migration_name: str | None) -> DatabasePlan:
     """Return what `migrate` would do on one database, operation by operation."""
     connection = connections[database]

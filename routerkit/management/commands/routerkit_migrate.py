@@ -11,7 +11,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.management.commands import migrate
 from django.db.migrations.migration import Migration
 
-from routerkit.operations.migrate import DatabasePlan, check_app_label, plan, primaries
+from routerkit.management.options import add_database_option
+from routerkit.operations.migrate import DatabasePlan, check_app_label, chosen, plan
 from routerkit.runtime import get_runtime
 from routerkit.state import use_primary
 
@@ -34,13 +35,8 @@ class Command(BaseCommand):
             nargs="?",
             help="Bring the app to the state after this migration ('zero' unapplies them all).",
         )
-        parser.add_argument(
-            "--database",
-            action="append",
-            dest="databases",
-            default=[],
-            metavar="ALIAS",
-            help="Migrate only this primary (repeatable); the order stays the fixed one.",
+        add_database_option(
+            parser, "Migrate only this primary (repeatable); the order stays the fixed one."
         )
         parser.add_argument(
             "--plan",
@@ -83,7 +79,7 @@ class Command(BaseCommand):
         app_label, migration_name = options["app_label"], options["migration_name"]
         if app_label is not None:
             check_app_label(app_label)
-        databases = self._databases(options["databases"])
+        databases = chosen(get_runtime().config, settings.DATABASES, options["databases"])
         if not options["skip_checks"]:
             self.check(databases=databases)
         as_json = options["format"] == "json"
@@ -98,28 +94,6 @@ class Command(BaseCommand):
                 raise CommandError(f"Unapplied migrations on: {', '.join(pending)}.", returncode=1)
             return
         self._migrate(databases, options, as_json)
-
-    def _databases(self, asked: list[str]) -> list[str]:
-        config = get_runtime().config
-        every = primaries(config, settings.DATABASES)
-        if not every:
-            raise CommandError(
-                "No primary to migrate: DATABASES has no database routerkit places data on.",
-                returncode=2,
-            )
-        if not asked:
-            return every
-        for alias in asked:
-            if alias in every:
-                continue
-            if alias in config.replica_of or alias not in settings.DATABASES:
-                why = "is a replica" if alias in settings.DATABASES else "is not in DATABASES"
-            else:
-                why = "is not a primary routerkit manages (use Django's migrate --database)"
-            raise CommandError(
-                f"Database {alias!r} {why}. Primaries: {', '.join(every)}.", returncode=2
-            )
-        return [alias for alias in every if alias in asked]
 
     def _migrate(self, databases: list[str], options: dict[str, Any], as_json: bool) -> None:
         verbosity = 0 if as_json else options["verbosity"]

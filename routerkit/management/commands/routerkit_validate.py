@@ -10,6 +10,7 @@ from django.core import checks
 from django.core.checks import CheckMessage
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from routerkit.management.options import add_database_option
 from routerkit.validation import validate
 
 LEVELS = {
@@ -36,14 +37,7 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--database",
-            action="append",
-            dest="databases",
-            default=[],
-            metavar="ALIAS",
-            help="Also check this live database (repeatable).",
-        )
+        add_database_option(parser, "Also check this live database (repeatable).")
         parser.add_argument("--format", choices=["text", "json"], default="text")
         parser.add_argument(
             "--fail-level",
