@@ -320,3 +320,48 @@ def test_rows_changed_while_loading_restore_nothing(
     assert result.returncode == 1
     assert "testapp.article on primary does not match the archive after loading" in result.stderr
     assert contents(target) == before
+
+
+def test_restore_narrowed_to_one_primary_with_a_json_plan(
+    source: Site, archive: Path, target: Site
+) -> None:
+    ok(target.migrate("--noinput"))
+    replica = target.manage("routerkit_restore", str(archive), "--database", "replica1")
+    assert replica.returncode == 2
+    assert "Database 'replica1' is a replica" in replica.stderr
+
+    dry = ok(
+        target.manage(
+            "routerkit_restore",
+            str(archive),
+            "--database",
+            "billing",
+            "--format",
+            "json",
+            "--dry-run",
+        )
+    )
+    loads = json.loads(dry)["loads"]
+    assert {load["model"] for load in loads} == {"billing.tag", "billing.invoice"}
+    assert {load["to"] for load in loads} == {"billing"}
+
+    ok(target.manage("routerkit_restore", str(archive), "--database", "billing", "--noinput"))
+    assert contents(target)["billing_invoice"] == contents(source)["billing_invoice"]
+    assert rows(target, "primary", "testapp_article") == []  # not asked for
+
+
+def test_a_truncated_archive_is_refused(archive: Path, tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    assert "is not a routerkit archive" in restore(truncated)
+
+
+@pytest.mark.parametrize("command", ["routerkit_migrate", "routerkit_dump", "routerkit_restore"])
+def test_every_option_has_help(command: str) -> None:
+    from django.core.management import load_command_class
+
+    parser = load_command_class("routerkit", command).create_parser("manage.py", command)
+    own = [a for a in parser._actions if a.dest not in {"help", "version"}]
+    assert own
+    assert all(action.help for action in own), [a.dest for a in own if not a.help]
+    assert parser.format_help().startswith("usage: manage.py " + command)

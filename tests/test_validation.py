@@ -103,6 +103,9 @@ class TestE001Relations:
         assert message.obj.name == "article"  # type: ignore[union-attr]
         assert "'billing'" in message.msg
         assert "'primary'" in message.msg
+        # on_delete=CASCADE: deleting an Article would have to reach another database.
+        assert "Deleting a testapp.Article would have to CASCADE the testapp.Comment" in message.msg
+        assert "post_delete handler" in (message.hint or "")
 
     @override_settings(ROUTERKIT={**ROUTERKIT, "APPS": {"testapp.Labelling": "billing"}})
     def test_an_explicit_through_model_across_databases(self) -> None:
@@ -139,6 +142,13 @@ class TestE001Relations:
                 app_label = "testapp"
 
         assert ids(check_static([Attachment, Page])) == ["routerkit.E001"] * 2
+        apart = {"CONTRIB": {"auth": "primary"}, "APPS": {"testapp.page": "billing"}}
+        with override_settings(ROUTERKIT={**ROUTERKIT, **apart}):
+            messages = check_static([Attachment, Page])
+        (generic,) = [m for m in messages if m.msg.startswith("GenericRelation testapp")]
+        # Deleting a Page deletes its attachments: on another database.
+        assert "Deleting a testapp.Page deletes its testapp.Attachment rows" in generic.msg
+        assert "post_delete handler" in (generic.hint or "")
         with override_settings(ROUTERKIT={**ROUTERKIT, "CONTRIB": {"auth": "primary"}}):
             assert check_static([Attachment, Page]) == []
 
@@ -435,6 +445,9 @@ class TestLive:
             replication.execute("primary", "DROP TABLE testapp_counter", dbname="routerkit_billing")
         assert message.id == "routerkit.W008"
         assert message.obj._meta.label == "testapp.Counter"  # type: ignore[union-attr]
+        # Django's migrate records every migration on every database it runs on.
+        assert "django_migrations on 'billing' records testapp's migrations up to" in message.msg
+        assert "sent testapp.Counter to 'primary'" in message.msg
 
     def test_w004_a_replica_alias_pointed_at_a_primary(self, replication: PgCluster) -> None:
         """Replica aliases on a primary server or on the primary's own database are W004."""

@@ -52,6 +52,22 @@ class Plan:
     migrations: dict[str, list[str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "loads": [
+                {
+                    "model": load.entry.label,
+                    "rows": load.entry.rows,
+                    "from": load.source,
+                    "to": load.target,
+                    "existing_rows": load.existing,
+                }
+                for load in self.loads
+            ],
+            "migrations": self.migrations,
+            "problems": self.problems,
+        }
+
     @property
     def targets(self) -> list[str]:
         return list(dict.fromkeys(load.target for load in self.loads))
@@ -60,8 +76,11 @@ class Plan:
         return [load.entry.model for load in self.loads if load.target == target]
 
 
-def plan(archive: Archive, config: Config, *, replace: bool) -> Plan:
-    """Work out where every model goes and whether it may; change nothing."""
+def plan(archive: Archive, config: Config, *, replace: bool, only: list[str] | None = None) -> Plan:
+    """Work out where every model goes and whether it may; change nothing.
+
+    With `only`, the models whose target is not one of those databases are left out.
+    """
     loads = []
     unknown = []
     for database in archive.databases:
@@ -76,6 +95,8 @@ def plan(archive: Archive, config: Config, *, replace: bool) -> Plan:
         raise ArchiveError(
             f"The archive has models this project does not install: {', '.join(unknown)}."
         )
+    if only:
+        loads = [load for load in loads if load.target in only]
     result = Plan(loads)
     for load in loads:
         if load.target in config.replica_of or not router.allow_migrate_model(

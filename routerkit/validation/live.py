@@ -9,6 +9,8 @@ from django.core.checks import CheckMessage, Error, Info, Warning
 from django.db import connections, router
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.recorder import MigrationRecorder
+from django.db.models import Model
 from django.db.utils import DatabaseError
 
 from routerkit.conf import get_config
@@ -40,6 +42,7 @@ def _tables(placement: Placement, alias: str) -> list[CheckMessage]:
         with connection.cursor() as cursor:
             tables = set(connection.introspection.table_names(cursor))
         missing = _migrated_tables(connection) - tables
+        recorded = sorted(MigrationRecorder(connection).applied_migrations())
     except DatabaseError:
         return [
             Warning(
@@ -76,13 +79,28 @@ def _tables(placement: Placement, alias: str) -> list[CheckMessage]:
             messages.append(
                 Warning(
                     f"Table {table!r} of {model._meta.label} exists on {alias!r}, where "
-                    "it may not migrate: it will not follow schema changes.",
-                    hint="Drop the stale copy, or let the model migrate there.",
+                    "it may not migrate: it will not follow schema changes."
+                    + _recorded(recorded, model, alias, placement.write(model)),
+                    hint="Drop the stale copy (after moving any rows it holds with "
+                    "routerkit_dump and routerkit_restore), or let the model migrate there.",
                     obj=model,
                     id="routerkit.W008",
                 )
             )
     return messages
+
+
+def _recorded(recorded: list[tuple[str, str]], model: type[Model], alias: str, home: str) -> str:
+    """Name what django_migrations says about a stray table's app, if anything."""
+    app_label = model._meta.app_label
+    names = [name for app, name in recorded if app == app_label]
+    if not names:
+        return ""
+    return (
+        f" django_migrations on {alias!r} records {app_label}'s migrations up to "
+        f"{names[-1]}: they ran here before the router sent {model._meta.label} to "
+        f"{home!r}, or migrate ran without the routers."
+    )
 
 
 def _migrated_tables(connection: BaseDatabaseWrapper) -> set[str]:

@@ -15,7 +15,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.db import router
-from django.db.models import Model
+from django.db.models import DO_NOTHING, Model
 
 from routerkit import env
 from routerkit.conf import CONTRIB_GROUPS, Config, get_config
@@ -165,18 +165,45 @@ def relations(placement: Placement, models_: Iterable[type[Model]]) -> list[Chec
         for field, related, kind in _relations(model):
             other = placement.write(related)
             if other != home:
+                cascade = _cascade(model, field, related, kind)
+                hint = (
+                    "Put both models on one database (ROUTERKIT['APPS'] or ['CONTRIB']), "
+                    "or replace the relation by a plain id field"
+                )
+                if cascade:
+                    hint += (
+                        " and delete the related rows in a post_delete handler (README: "
+                        "'Deletes that span databases')"
+                    )
                 messages.append(
                     Error(
                         f"{kind} {model._meta.label}.{field.name} joins {model._meta.label} "
                         f"(written to {home!r}) and {related._meta.label} "
-                        f"(written to {other!r}).",
-                        hint="Put both models on one database (ROUTERKIT['APPS'] or "
-                        "['CONTRIB']), or replace the relation by a plain id field.",
+                        f"(written to {other!r}).{cascade}",
+                        hint=f"{hint}.",
                         obj=field,
                         id="routerkit.E001",
                     )
                 )
     return messages
+
+
+def _cascade(model: type[Model], field: Any, related: type[Model], kind: str) -> str:
+    """Say what a delete would have to do across databases, if anything."""
+    if kind == "GenericRelation":
+        # Deleting the object deletes what points at it through its generic relation.
+        return (
+            f" Deleting a {model._meta.label} deletes its {related._meta.label} rows: "
+            "Django's deletion collector works on one database."
+        )
+    on_delete = getattr(field.remote_field, "on_delete", None)
+    if field.many_to_many or on_delete is None or on_delete is DO_NOTHING:
+        return ""
+    return (
+        f" Deleting a {related._meta.label} would have to {on_delete.__name__} the "
+        f"{model._meta.label} rows that refer to it, on another database: Django's "
+        "deletion collector works on one database."
+    )
 
 
 # -- E002: contrib placement ---------------------------------------------------

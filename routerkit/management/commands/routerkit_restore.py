@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from routerkit.management.options import add_database_option
 from routerkit.operations.archive import Archive
+from routerkit.operations.migrate import chosen
 from routerkit.operations.restore import Plan, plan, restore
 from routerkit.runtime import get_runtime
 from routerkit.state import use_primary
@@ -31,6 +35,15 @@ class Command(BaseCommand):
             action="store_true",
             help="Empty the tables of the archive's models on their targets first.",
         )
+        add_database_option(
+            parser, "Restore only the models written to this primary now (repeatable)."
+        )
+        parser.add_argument(
+            "--format",
+            choices=["text", "json"],
+            default="text",
+            help="Output of the plan (default text).",
+        )
         parser.add_argument(
             "--noinput",
             "--no-input",
@@ -49,8 +62,17 @@ class Command(BaseCommand):
 
     def _restore(self, archive: Archive, options: dict[str, Any]) -> None:
         replace = options["replace"]
-        restore_plan = plan(archive, get_runtime().config, replace=replace)
-        self.stdout.write(_plan_text(restore_plan, replace=replace))
+        config = get_runtime().config
+        only = (
+            chosen(config, settings.DATABASES, options["databases"])
+            if options["databases"]
+            else None
+        )
+        restore_plan = plan(archive, config, replace=replace, only=only)
+        if options["format"] == "json":
+            self.stdout.write(json.dumps(restore_plan.as_dict(), indent=2))
+        else:
+            self.stdout.write(_plan_text(restore_plan, replace=replace))
         if restore_plan.migrations or restore_plan.problems:
             raise CommandError(
                 "Nothing was restored: the targets do not match the archive (see above).",
@@ -65,6 +87,8 @@ class Command(BaseCommand):
                 raise CommandError("Restore cancelled.", returncode=1)
         restore(archive, restore_plan, replace=replace)
         rows = sum(load.entry.rows for load in restore_plan.loads)
+        if options["format"] == "json":
+            return
         self.stdout.write(
             f"routerkit_restore: {rows} rows restored into "
             f"{', '.join(restore_plan.targets)}; counts and checksums verified."
