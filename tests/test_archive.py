@@ -120,13 +120,13 @@ def test_dump_reads_each_model_from_its_primary(source: Site, archive: Path) -> 
     assert top["databases"] == ["auth_db", "primary", "billing"]
     for alias, manifest in databases.items():
         assert manifest["read_from"] == alias  # never a replica unless asked
-        assert manifest["migrations"]["billing"] == ["0001_initial"]
+        assert manifest["migrations"]["billing"] == ["0001_initial", "0002_charge"]
     placed = {
         alias: {m["model"] for m in manifest["models"]} for alias, manifest in databases.items()
     }
     assert {"auth.user", "auth.permission", "contenttypes.contenttype"} <= placed["auth_db"]
     assert {"testapp.article", "testapp.labelling", "ledger.entry"} <= placed["primary"]
-    assert placed["billing"] == {"billing.tag", "billing.invoice"}
+    assert placed["billing"] == {"billing.tag", "billing.invoice", "billing.charge"}
     by_label = {m["model"]: m for manifest in databases.values() for m in manifest["models"]}
     assert by_label["testapp.article"]["rows"] == 40
     assert by_label["billing.invoice"]["rows"] == 2
@@ -342,7 +342,7 @@ def test_restore_narrowed_to_one_primary_with_a_json_plan(
         )
     )
     loads = json.loads(dry)["loads"]
-    assert {load["model"] for load in loads} == {"billing.tag", "billing.invoice"}
+    assert {load["model"] for load in loads} == {"billing.tag", "billing.invoice", "billing.charge"}
     assert {load["to"] for load in loads} == {"billing"}
 
     ok(target.manage("routerkit_restore", str(archive), "--database", "billing", "--noinput"))

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.contrib.admin.models import ADDITION, LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
-from django.urls import path
+from django.urls import include, path
 
 import routerkit
 from routerkit import use_primary
@@ -99,6 +99,7 @@ def log(request: HttpRequest) -> JsonResponse:
 
 urlpatterns = [
     path("log/", log),
+    path("spanning/", include("tests.spanning")),
     path("articles/", create_then_read),
     path("articles/<int:pk>/", read),
     path("invoices/", create_invoice),

@@ -16,3 +16,17 @@ class Invoice(models.Model):
 
     def __str__(self) -> str:
         return self.number
+
+
+class Charge(models.Model):
+    """A charge for an article, which lives on another database: a plain id, not a key.
+
+    Deleting the article deletes its charges in a post_delete handler
+    (tests/spanning.py), the README's pattern for deletes across databases.
+    """
+
+    article_id = models.BigIntegerField(db_index=True)
+    amount = models.IntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.amount} for {self.article_id}"
