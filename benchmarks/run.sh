@@ -13,4 +13,5 @@ done
 .venv/bin/python benchmarks/validate.py --write-readme
 .venv/bin/python benchmarks/faults.py --write-readme
 .venv/bin/python benchmarks/instructions.py --write-readme
+.venv/bin/python benchmarks/archive.py --write-readme  # about 30 min: loaddata of a million rows
 exec .venv/bin/python benchmarks/offload.py --write-readme
