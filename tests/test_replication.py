@@ -279,6 +279,11 @@ class TestDjangoGuideTopology:
         )
         assert {"auth_user", "auth_permission", "django_content_type", "django_admin_log"} <= auth
         assert {"testapp_article", "django_session", "django_site", "django_flatpage"} <= main
-        assert billing == {"billing_invoice", "billing_tag", "billing_invoice_tags"}
+        assert billing == {
+            "billing_invoice",
+            "billing_tag",
+            "billing_invoice_tags",
+            "billing_charge",
+        }
         assert not auth & main
         assert not any(name.startswith(("testapp_", "billing_")) for name in auth)
