@@ -19,6 +19,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from tests.example import Example, example_env
 from tests.pgcluster import PgCluster
 from tests.sites import Site, fresh_site
 
@@ -392,21 +393,7 @@ Redirect.objects.create(site=site, old_path="/old/", new_path="/about/")
 
 
 def example(urls: dict[str, str], *args: str) -> str:
-    import subprocess
-    import sys
-
-    from tests.example import MANAGE, ROOT, example_env
-
-    result = subprocess.run(
-        [sys.executable, str(MANAGE), *args],
-        env=example_env(**urls),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    return ok(Example(example_env(**urls)).manage(*args))
 
 
 def everything(cluster: PgCluster, database: str) -> dict[str, list[tuple[Any, ...]]]:

@@ -15,3 +15,8 @@ def add_database_option(parser: CommandParser, help: str) -> None:
         metavar="ALIAS",
         help=help,
     )
+
+
+def add_format_option(parser: CommandParser, help: str) -> None:
+    """--format text|json, into options["format"]."""
+    parser.add_argument("--format", choices=["text", "json"], default="text", help=help)

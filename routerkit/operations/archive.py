@@ -22,7 +22,7 @@ from django.apps import apps
 from django.core.management.base import CommandError
 from django.core.serializers import jsonl
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models
+from django.db import connections, models
 from django.db.migrations.recorder import MigrationRecorder
 from django.db.models.fields import Field
 
@@ -181,8 +181,6 @@ def serialize(queryset: models.QuerySet[Any], natural: tuple[str, ...], stream: 
 
 def migration_state(alias: str) -> dict[str, list[str]]:
     """The migrations recorded on a database, by app label."""
-    from django.db import connections
-
     recorder = MigrationRecorder(connections[alias])
     if not recorder.has_table():
         return {}

@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.management.commands import migrate
 from django.db.migrations.migration import Migration
 
-from routerkit.management.options import add_database_option
+from routerkit.management.options import add_database_option, add_format_option
 from routerkit.operations.migrate import DatabasePlan, check_app_label, chosen, plan
 from routerkit.runtime import get_runtime
 from routerkit.state import use_primary
@@ -65,12 +65,7 @@ class Command(BaseCommand):
             dest="interactive",
             help="Do not prompt the user for input of any kind.",
         )
-        parser.add_argument(
-            "--format",
-            choices=["text", "json"],
-            default="text",
-            help="Output of --plan, --check and the final report (default text).",
-        )
+        add_format_option(parser, "Output of --plan, --check and the final report (default text).")
         parser.add_argument(
             "--skip-checks", action="store_true", help="Skip Django's system checks."
         )

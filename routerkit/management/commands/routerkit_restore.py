@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from routerkit.management.options import add_database_option
+from routerkit.management.options import add_database_option, add_format_option
 from routerkit.operations.archive import Archive
 from routerkit.operations.migrate import chosen
 from routerkit.operations.restore import Plan, plan, restore
@@ -38,12 +38,7 @@ class Command(BaseCommand):
         add_database_option(
             parser, "Restore only the models written to this primary now (repeatable)."
         )
-        parser.add_argument(
-            "--format",
-            choices=["text", "json"],
-            default="text",
-            help="Output of the plan (default text).",
-        )
+        add_format_option(parser, "Output of the plan (default text).")
         parser.add_argument(
             "--noinput",
             "--no-input",

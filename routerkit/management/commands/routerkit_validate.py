@@ -10,7 +10,7 @@ from django.core import checks
 from django.core.checks import CheckMessage
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from routerkit.management.options import add_database_option
+from routerkit.management.options import add_database_option, add_format_option
 from routerkit.validation import validate
 
 LEVELS = {
@@ -38,7 +38,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         add_database_option(parser, "Also check this live database (repeatable).")
-        parser.add_argument("--format", choices=["text", "json"], default="text")
+        add_format_option(parser, "Output of the report (default text).")
         parser.add_argument(
             "--fail-level",
             choices=["ERROR", "WARNING"],
